@@ -1,0 +1,84 @@
+"""A user's fine-tuned checkpoint directory in PaddleNLP's format.
+
+Only reads what is there (config.json, weights, vocab.txt) and says clearly
+what is missing; building the network is the task modules' job.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+WEIGHT_FILES = ("model_state.pdparams", "model.safetensors")
+# architectures (config.json) -> task kind
+TASK_OF_ARCHITECTURE = {
+    "ErnieForSequenceClassification": "classify",
+    "UNIMOLMHeadModel": "generate",
+}
+TASK_OF_MODEL_TYPE = {"ernie": "classify", "unimo": "generate"}
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    model_dir: str
+    config: dict
+    weights_path: str
+    vocab_path: str
+
+    @property
+    def task(self) -> str:
+        for arch in self.config.get("architectures") or []:
+            if arch in TASK_OF_ARCHITECTURE:
+                return TASK_OF_ARCHITECTURE[arch]
+        model_type = self.config.get("model_type")
+        if model_type in TASK_OF_MODEL_TYPE:
+            return TASK_OF_MODEL_TYPE[model_type]
+        raise CheckpointError(
+            f"{self.model_dir}/config.json: cannot tell the task from architectures="
+            f"{self.config.get('architectures')} model_type={model_type!r}; pass --task classify|generate"
+        )
+
+    def load_weights(self) -> dict[str, np.ndarray]:
+        if self.weights_path.endswith(".safetensors"):
+            from safetensors.numpy import load_file
+
+            return load_file(self.weights_path)
+        import paddle
+
+        return paddle.load(self.weights_path, return_numpy=True)
+
+    def weights_digest(self) -> str:
+        """Content hash of the weights: the export cache must not survive a
+        re-trained checkpoint saved under the same name."""
+        digest = hashlib.blake2b(digest_size=16)
+        with open(self.weights_path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+
+def read_checkpoint(model_dir: str) -> Checkpoint:
+    if not os.path.isdir(model_dir):
+        raise CheckpointError(f"{model_dir}: model directory not found")
+    config_path = os.path.join(model_dir, "config.json")
+    if not os.path.isfile(config_path):
+        raise CheckpointError(f"{model_dir}: no config.json (save the model with save_pretrained)")
+    with open(config_path, encoding="utf-8") as f:
+        try:
+            config = json.load(f)
+        except json.JSONDecodeError as err:
+            raise CheckpointError(f"{config_path}: not valid JSON ({err})") from None
+    weights = [os.path.join(model_dir, name) for name in WEIGHT_FILES if os.path.isfile(os.path.join(model_dir, name))]
+    if not weights:
+        raise CheckpointError(f"{model_dir}: no weights file; expected one of {', '.join(WEIGHT_FILES)}")
+    vocab_path = os.path.join(model_dir, "vocab.txt")
+    if not os.path.isfile(vocab_path):
+        raise CheckpointError(f"{model_dir}: no vocab.txt (save the tokenizer with save_pretrained)")
+    return Checkpoint(model_dir=model_dir, config=config, weights_path=weights[0], vocab_path=vocab_path)

@@ -1,0 +1,137 @@
+"""Predictor worker processes: one per GPU, or N oneDNN workers on CPU.
+
+Each process builds its own runner (a Paddle Inference predictor is neither
+fork-safe nor shareable across processes) and takes batches from a shared
+queue, so a fast worker simply takes more. Processes are spawned, not
+forked: Paddle mixes two OpenMP runtimes and CUDA contexts do not survive a
+fork. Results carry their batch index; putting rows back in input order is
+the merge step's job.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
+
+from predictor.engine import EngineOptions
+
+
+@dataclass(frozen=True)
+class RunnerSpec:
+    """Everything a process needs to build its runner; plain picklable data."""
+    task: str             # "classify" | "generate"
+    model_dir: str
+    options: EngineOptions
+    settings: tuple = ()  # task-specific (key, value) pairs, e.g. decoding settings
+
+
+def plan_engine_options(base: EngineOptions, workers: int, gpu_ids: list[int] | None = None) -> list[EngineOptions]:
+    """One EngineOptions per worker process. On GPU: one process per visible
+    GPU (`workers` is ignored); on CPU: `workers` identical processes."""
+    if base.device == "gpu":
+        if not gpu_ids:
+            raise ValueError("--device gpu but no GPU is visible (check CUDA_VISIBLE_DEVICES and paddlepaddle-gpu)")
+        return [base.for_gpu(gpu_id) for gpu_id in gpu_ids]
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    return [base] * workers
+
+
+def visible_gpu_ids() -> list[int]:
+    import paddle
+
+    if not paddle.device.is_compiled_with_cuda():
+        return []
+    return list(range(paddle.device.cuda.device_count()))
+
+
+def make_runner(spec: RunnerSpec):
+    settings = dict(spec.settings)
+    if spec.task == "classify":
+        from predictor.classify import ClassifyRunner
+
+        return ClassifyRunner(spec.model_dir, spec.options)
+    if spec.task == "generate":
+        from predictor.generate import GenerateRunner
+
+        return GenerateRunner(spec.model_dir, spec.options, **settings)
+    raise ValueError(f"unknown task {spec.task!r}")
+
+
+_runner = None  # the runner of this worker process
+
+
+def _start_worker(specs_queue, all_loaded) -> None:
+    global _runner
+    spec: RunnerSpec = specs_queue.get()
+    # The math library must not start more threads than the engine asked for.
+    os.environ["OMP_NUM_THREADS"] = str(spec.options.cpu_threads)
+    _runner = make_runner(spec)
+    all_loaded.wait()
+
+
+def _run_job(job):
+    return _runner.run(job)
+
+
+def _loaded() -> bool:
+    return _runner is not None
+
+
+class WorkerPool:
+    """`map(jobs)` yields each job's result in job order. One spec means the
+    work runs in this process: no spawn and no pickling for a single worker."""
+
+    def __init__(self, specs: list[RunnerSpec]):
+        self._specs = specs
+        self._executor = None
+        self._local = None
+        if len(specs) == 1:
+            self._local = make_runner(specs[0])
+        else:
+            context = mp.get_context("spawn")
+            queue = context.Queue()
+            for spec in specs:
+                queue.put(spec)
+            # Every process waits at the barrier once its predictor is built, so
+            # the first warm-up result means all are loaded: load time is then
+            # reported as load, not hidden in the first batches.
+            all_loaded = context.Barrier(len(specs))
+            self._executor = ProcessPoolExecutor(
+                max_workers=len(specs), mp_context=context, initializer=_start_worker, initargs=(queue, all_loaded)
+            )
+            warm_up = [self._executor.submit(_loaded) for _ in specs]
+            for future in warm_up:
+                future.result()
+
+    @property
+    def processes(self) -> int:
+        return len(self._specs)
+
+    def map(self, jobs: Iterable, on_done: Callable[[int], None] | None = None) -> Iterator:
+        if self._local is not None:
+            for job in jobs:
+                result = self._local.run(job)
+                if on_done:
+                    on_done(1)
+                yield result
+            return
+        futures = [self._executor.submit(_run_job, job) for job in jobs]
+        for future in futures:
+            result = future.result()
+            if on_done:
+                on_done(1)
+            yield result
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

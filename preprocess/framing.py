@@ -1,0 +1,61 @@
+"""[CLS] a [SEP] (b [SEP]) framing of WordPiece ids, truncated as ErnieTokenizer does.
+
+Mirrors `ErnieTokenizer(text, text_pair=..., max_length=max_seq_len,
+truncation=True)` in paddlenlp 2.8.1: truncation=True means 'longest_first'
+and truncation_side is 'right', so a single text loses its last tokens, and a
+pair loses one token at a time from whichever text is longer at that moment,
+from the second text on ties (PretrainedTokenizerBase.truncate_sequences).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def frame_single_or_pair(
+    ids_a: np.ndarray,
+    ids_b: np.ndarray | None,
+    max_seq_len: int,
+    cls_id: int,
+    sep_id: int,
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(input_ids, token_type_ids, was_truncated), both arrays int64 and at most max_seq_len long."""
+    if max_seq_len < 3:
+        # paddlenlp logs an error and returns the text untruncated here; no
+        # model input can be that short, so refuse instead of copying that.
+        raise ValueError(f"max_seq_len must be at least 3 ([CLS] and two [SEP]), got {max_seq_len}")
+    is_pair = ids_b is not None
+    len_a, len_b = len(ids_a), len(ids_b) if is_pair else 0
+    n_special = 3 if is_pair else 2
+    excess = len_a + len_b + n_special - max_seq_len
+    was_truncated = excess > 0
+    if was_truncated:
+        if is_pair:
+            len_a, len_b = _longest_first_kept_lengths(len_a, len_b, excess)
+        else:
+            len_a -= excess
+
+    input_ids = np.empty(len_a + len_b + n_special, dtype=np.int64)
+    input_ids[0] = cls_id
+    input_ids[1 : 1 + len_a] = ids_a[:len_a]
+    input_ids[1 + len_a] = sep_id
+    token_type_ids = np.zeros_like(input_ids)
+    if is_pair:
+        input_ids[2 + len_a : 2 + len_a + len_b] = ids_b[:len_b]
+        input_ids[-1] = sep_id
+        token_type_ids[2 + len_a :] = 1
+    return input_ids, token_type_ids, was_truncated
+
+
+def _longest_first_kept_lengths(len_a: int, len_b: int, excess: int) -> tuple[int, int]:
+    """Closed form of paddlenlp's loop `for _ in range(excess): shorten the longer, b on ties`.
+
+    The loop first shortens the longer text down to the other's length, then
+    alternates starting with b; excess <= len_a + len_b because max_seq_len >= 3.
+    """
+    gap = min(excess, abs(len_a - len_b))
+    if len_a > len_b:
+        len_a -= gap
+    else:
+        len_b -= gap
+    rest = excess - gap
+    return len_a - rest // 2, len_b - (rest + 1) // 2

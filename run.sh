@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# bash run.sh                                   the built-in classification demo
+# bash run.sh generate-demo                     the built-in generation demo
+# bash run.sh INPUT MODEL_DIR OUTPUT [options]  a real run (bash run.sh --help)
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+python="$here/.venv/bin/python"
+if [ ! -x "$python" ]; then
+  echo "No environment yet: run 'bash scripts/setup.sh' first." >&2
+  exit 1
+fi
+# Every PaddleNLP / Hugging Face cache stays inside the repo, never in $HOME.
+export PPNLP_HOME="$here/.cache/paddlenlp" HF_HOME="$here/.cache/huggingface"
+export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
+# Paddle's C++ info logging and Python deprecation chatter hide the report.
+export GLOG_minloglevel="${GLOG_minloglevel:-2}" PYTHONWARNINGS="${PYTHONWARNINGS:-ignore}"
+if [ $# -eq 0 ] || [ "$1" = "demo" ] || [ "$1" = "generate-demo" ]; then
+  exec "$python" -m scripts.run_demo "${1:-demo}" "${@:2}"
+fi
+exec "$python" -m pipeline "$@"

@@ -1,0 +1,95 @@
+"""Where every second of a run went.
+
+Stages are timed with wall clocks as they run; the report adds throughput
+(rows/s, tokens/s) and the facts needed to read the numbers (rows, tokens,
+padding, pruning, engine options, machine), and is written as JSON next to
+the submission and printed as a short table.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+import time
+from contextlib import contextmanager
+
+STAGES = ("load", "read", "tokenize", "prune", "export", "predict", "write")
+STAGE_TITLES = {
+    "load": "environment and model load",
+    "read": "read and validate",
+    "tokenize": "tokenize",
+    "prune": "prune vocabulary",
+    "export": "export static model",
+    "predict": "predict",
+    "write": "merge and write",
+}
+
+
+class StageTimer:
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._start = time.perf_counter()
+
+    @contextmanager
+    def stage(self, name: str):
+        if name not in STAGE_TITLES:
+            raise ValueError(f"unknown stage {name!r}")
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+
+    def total(self) -> float:
+        return time.perf_counter() - self._start
+
+
+def machine_facts() -> dict:
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "python": sys.version.split()[0]}
+
+
+def run_report(timer: StageTimer, rows: int, tokens: int, extra: dict) -> dict:
+    total = timer.total()
+    return {
+        "stages_s": {name: round(timer.seconds.get(name, 0.0), 4) for name in STAGES},
+        "total_s": round(total, 4),
+        "rows": rows,
+        "tokens": tokens,
+        "rows_per_s": round(rows / total, 2) if total else None,
+        "tokens_per_s": round(tokens / total, 1) if total else None,
+        "machine": machine_facts(),
+        **extra,
+    }
+
+
+def repeat_summary(reports: list[dict]) -> dict:
+    """Leaderboard-style timing over --repeat runs: min and median per stage."""
+    totals = [r["total_s"] for r in reports]
+    return {
+        "repeats": len(reports),
+        "total_s_min": min(totals),
+        "total_s_median": statistics.median(totals),
+        "stages_s_median": {
+            name: round(statistics.median(r["stages_s"][name] for r in reports), 4) for name in STAGES
+        },
+    }
+
+
+def format_table(report: dict) -> str:
+    lines = [f"{'stage':<30}{'seconds':>10}"]
+    for name in STAGES:
+        lines.append(f"{STAGE_TITLES[name]:<30}{report['stages_s'][name]:>10.2f}")
+    lines.append(f"{'total':<30}{report['total_s']:>10.2f}")
+    lines.append(f"{report['rows']} rows, {report['tokens']} tokens: "
+                 f"{report['rows_per_s']} rows/s, {report['tokens_per_s']} tokens/s")
+    return "\n".join(lines)

@@ -1,0 +1,135 @@
+"""Classification end to end on a tiny seeded ERNIE: pruning exactness, the
+static export, order restoration across worker processes, and run.sh."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import pipeline
+from predictor.checkpoint import read_checkpoint
+from predictor.classify import build_classifier
+from predictor.pruning import full_vocab, prune_vocab
+from scripts.standard_method import classify_standard
+from tests.tiny_checkpoints import review_texts, tiny_classifier, write_reviews_csv
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("classify"))
+
+
+@pytest.fixture(scope="module")
+def model_dir(workdir):
+    return tiny_classifier(workdir)
+
+
+@pytest.fixture(scope="module")
+def texts():
+    # Real reviews, a few over max_seq_len (truncated), one with a literal [SEP].
+    return review_texts(60, start=100) + ["这个[SEP]不错", "～～～０∶２好评！"]
+
+
+@pytest.fixture(scope="module")
+def reference(model_dir, texts):
+    return classify_standard(model_dir, texts, max_seq_len=64)
+
+
+def test_pruned_model_logits_equal_the_full_model(model_dir):
+    import paddle
+
+    checkpoint = read_checkpoint(model_dir)
+    rng = np.random.default_rng(0)
+    seen = rng.choice(np.arange(5, 6000), size=300, replace=False)
+    ids = np.concatenate([[1], rng.choice(seen, size=40), [2]])[None, :]
+    vocab = prune_vocab(6000, seen, np.arange(5))
+    assert vocab.size == 305 and vocab.to_full(vocab.to_pruned(ids)).tolist() == ids.tolist()
+    full = build_classifier(checkpoint, full_vocab(6000))
+    pruned = build_classifier(checkpoint, vocab)
+    with paddle.no_grad():
+        full_logits = full(paddle.to_tensor(ids)).numpy()
+        pruned_logits = pruned(paddle.to_tensor(vocab.to_pruned(ids))).numpy()
+    assert np.abs(full_logits - pruned_logits).max() < 1e-5
+
+
+def test_pruning_refuses_ids_it_dropped():
+    vocab = prune_vocab(100, np.array([0, 1, 2, 50]))
+    with pytest.raises(ValueError, match=r"token ids \[7\] were pruned away"):
+        vocab.to_pruned(np.array([1, 7, 2]))
+
+
+def untruncated_longer_than(model_dir, texts, max_seq_len) -> int:
+    from paddlenlp.transformers import ErnieTokenizer
+
+    tokenizer = ErnieTokenizer.from_pretrained(model_dir)
+    return sum(len(tokenizer(text)["input_ids"]) > max_seq_len for text in texts)
+
+
+def run_pipeline(workdir, model_dir, texts, name, *options):
+    input_path = write_reviews_csv(os.path.join(workdir, f"{name}.csv"), texts)
+    output = os.path.join(workdir, f"{name}_submission.csv")
+    args = [input_path, model_dir, output, "--max-seq-len", "64", "--quiet",
+            "--cache-dir", os.path.join(workdir, "exports"), *options]
+    assert pipeline.main(args) == 0
+    with open(output + ".timing.json", encoding="utf-8") as f:
+        return pd.read_csv(output, dtype={"id": str}), json.load(f)
+
+
+@pytest.mark.parametrize("options", [
+    ["--workers", "2", "--threads", "1", "--token-budget", "256"],   # several processes, small batches
+    ["--no-prune", "--token-budget", "100000"],                       # one process, one batch, full table
+])
+def test_harness_matches_the_standard_method_in_input_order(workdir, model_dir, texts, reference, options):
+    submission, report = run_pipeline(workdir, model_dir, texts, "order", *options)
+    assert submission["id"].tolist() == [f"t{i}" for i in range(len(texts))]
+    probabilities = submission[["prob_negative", "prob_positive"]].to_numpy()
+    assert np.abs(probabilities - reference).max() < 1e-5
+    expected_labels = np.array(["negative", "positive"])[reference.argmax(axis=1)]
+    assert submission["label"].tolist() == expected_labels.tolist()
+    assert report["rows"] == len(texts)
+    assert report["truncated_rows"] == untruncated_longer_than(model_dir, texts, 64) > 0
+    if "--no-prune" in options:
+        assert report["vocab"]["kept"] == report["vocab"]["full"] == 6000
+    else:
+        assert report["workers"] == 2 and report["batches"] > 2
+        assert report["vocab"]["kept"] < 1000
+
+
+def test_second_run_reuses_the_export(workdir, model_dir, texts):
+    _, first = run_pipeline(workdir, model_dir, texts[:20], "cache_a")
+    _, second = run_pipeline(workdir, model_dir, texts[:20], "cache_b")
+    assert second["export_cached"] is True
+    _, other_rows = run_pipeline(workdir, model_dir, texts[20:30], "cache_c")
+    assert other_rows["export_cached"] is False  # another kept-id set, another program
+
+
+def test_repeat_reports_min_and_median(workdir, model_dir, texts):
+    _, report = run_pipeline(workdir, model_dir, texts[:8], "repeat", "--repeat", "2")
+    assert report["repeat"]["repeats"] == 2
+    assert report["repeat"]["total_s_min"] <= report["repeat"]["total_s_median"]
+
+
+def test_run_sh_smoke_and_bad_input_exit_code(workdir, model_dir, texts):
+    input_path = write_reviews_csv(os.path.join(workdir, "smoke.csv"), texts[:5])
+    output = os.path.join(workdir, "smoke_out.jsonl")
+    done = subprocess.run(["bash", os.path.join(REPO, "run.sh"), input_path, model_dir, output,
+                           "--cache-dir", os.path.join(workdir, "exports")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "predict" in done.stdout
+    written = pd.read_json(output, lines=True, dtype={"id": str})
+    assert written["id"].tolist() == [f"t{i}" for i in range(5)]
+
+    bad = os.path.join(workdir, "bad.csv")
+    with open(bad, "w", encoding="utf-8") as f:
+        f.write("id,text\n1,好\n1,坏\n")
+    done = subprocess.run(["bash", os.path.join(REPO, "run.sh"), bad, model_dir, output],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2
+    assert "bad.csv, row 2, field 'id': duplicate id '1'" in done.stderr
