@@ -1,0 +1,71 @@
+"""Engine option choices, CPU and GPU. The GPU path cannot run on this CPU
+build of Paddle, so its decisions are checked on a recording stand-in for
+paddle.inference.Config; the CPU path is checked on the real Config."""
+from __future__ import annotations
+
+import pytest
+
+from predictor.engine import EngineOptions, paddle_config
+from predictor.workers import plan_engine_options
+
+
+class RecordingConfig:
+    """Records the Config calls paddle_config makes."""
+
+    def __init__(self, *paths):
+        self.paths = paths
+        self.calls = []
+
+    def __getattr__(self, name):
+        return lambda *args: self.calls.append((name, *args))
+
+
+def test_gpu_plan_is_one_fp16_worker_per_visible_gpu():
+    base = EngineOptions(device="gpu", precision="fp16")
+    plan = plan_engine_options(base, workers=5, gpu_ids=[0, 1, 3])
+    assert [o.gpu_id for o in plan] == [0, 1, 3]
+    assert {o.precision for o in plan} == {"fp16"}
+    with pytest.raises(ValueError, match="no GPU is visible"):
+        plan_engine_options(base, workers=1, gpu_ids=[])
+
+
+def test_cpu_plan_is_n_identical_workers():
+    plan = plan_engine_options(EngineOptions(cpu_threads=1), workers=2)
+    assert plan == [EngineOptions(cpu_threads=1)] * 2
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(device="cpu", precision="fp16"), "fp16 needs --device gpu"),
+    (dict(device="cpu", tensorrt=True), "TensorRT needs --device gpu"),
+    (dict(device="tpu"), "device must be one of"),
+    (dict(cpu_threads=0), "threads per worker must be >= 1"),
+])
+def test_impossible_options_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        EngineOptions(**kwargs)
+
+
+def test_gpu_config_asks_for_half_precision_and_the_fused_passes(monkeypatch):
+    from paddle import inference
+
+    monkeypatch.setattr(inference, "Config", RecordingConfig)
+    config = paddle_config("/models/x", EngineOptions(device="gpu", precision="fp16", gpu_id=3))
+    assert config.paths == ("/models/x/inference.json", "/models/x/inference.pdiparams")
+    assert ("enable_use_gpu", 512, 3, inference.PrecisionType.Half) in config.calls
+    assert ("set_optimization_level", 3) in config.calls
+    assert not any(call[0].startswith(("enable_onednn", "set_cpu_math")) for call in config.calls)
+    fp32 = paddle_config("/models/x", EngineOptions(device="gpu", precision="fp32"))
+    assert ("enable_use_gpu", 512, 0, inference.PrecisionType.Float32) in fp32.calls
+
+
+def test_cpu_config_on_the_real_paddle_config(monkeypatch, tmp_path):
+    from paddle import inference
+
+    for name in ("inference.json", "inference.pdiparams"):
+        (tmp_path / name).write_bytes(b"")
+    config = paddle_config(str(tmp_path), EngineOptions(cpu_threads=3))
+    assert config.onednn_enabled() and not config.use_gpu()
+    assert config.cpu_math_library_num_threads() == 3
+    plain = paddle_config(str(tmp_path), EngineOptions(onednn=False))
+    assert not plain.onednn_enabled()
+    assert isinstance(config, inference.Config)
