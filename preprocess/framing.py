@@ -59,3 +59,38 @@ def _longest_first_kept_lengths(len_a: int, len_b: int, excess: int) -> tuple[in
         len_b -= gap
     rest = excess - gap
     return len_a - rest // 2, len_b - (rest + 1) // 2
+
+
+def frame_for_generation(
+    source_ids: np.ndarray,
+    title_ids: np.ndarray | None,
+    max_seq_len: int,
+    max_title_len: int,
+    cls_id: int,
+    sep_id: int,
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """UNIMO-text's decoder input, as `UNIMOTokenizer.gen_encode(source, title,
+    max_seq_len, max_title_len, add_start_token_for_decoding=True)` lays it out:
+
+        [CLS] (title[:max_title_len-1] [SEP]) source[:room] [SEP] | [CLS]
+
+    token types 0 for the source part and 1 for the final [CLS] (the start of
+    the target). gen_encode's position ids restart at 0 on the start token and
+    its mask shows the whole source to every position and hides only the start
+    token from the source, so neither needs storing: both follow from the
+    length (see predictor/generate.py).
+    """
+    title_part = np.empty(0, dtype=np.int64)
+    title_truncated = title_ids is not None and len(title_ids) > max_title_len - 1
+    if title_ids is not None:
+        title_part = np.concatenate([np.asarray(title_ids[: max_title_len - 1], dtype=np.int64), [sep_id]])
+    head = 1 + len(title_part)
+    room = max_seq_len - head - 1 - 1  # minus the source's [SEP] and the start token
+    if room < 0:
+        raise ValueError(f"max_seq_len {max_seq_len} leaves no room for the source after the title")
+    was_truncated = title_truncated or len(source_ids) > room
+    input_ids = np.concatenate([[cls_id], title_part, np.asarray(source_ids[:room], dtype=np.int64),
+                                [sep_id, cls_id]]).astype(np.int64)
+    token_type_ids = np.zeros_like(input_ids)
+    token_type_ids[-1] = 1
+    return input_ids, token_type_ids, was_truncated

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from preprocess.encoded_rows import EncodedRows
-from preprocess.framing import frame_single_or_pair
+from preprocess.framing import frame_for_generation, frame_single_or_pair
 from preprocess.wordpiece import FastWordPiece
 
 # Below this many rows per extra process, spawning costs more than it saves
@@ -29,10 +29,18 @@ class Framing:
     """How a row's texts become model input: the task's special-token layout."""
     task: str         # "classify" | "generate"
     max_seq_len: int
+    max_title_len: int = 32  # generation: the pair column is UNIMO's title
+
+    @property
+    def keeps_special_tokens_whole(self) -> bool:
+        # Classification checkpoints are tokenised through ErnieTokenizer.__call__
+        # after from_pretrained, which keeps "[SEP]" typed in the text as one
+        # token; UNIMO's gen_encode calls _tokenize, which splits it like text.
+        return self.task == "classify"
 
 
-def shard_count(rows: int, workers: int) -> int:
-    return max(1, min(workers, rows // MIN_ROWS_PER_SHARD))
+def shard_count(rows: int, workers: int, min_rows_per_shard: int = MIN_ROWS_PER_SHARD) -> int:
+    return max(1, min(workers, rows // min_rows_per_shard))
 
 
 def shard_bounds(rows: int, shards: int) -> list[tuple[int, int]]:
@@ -41,14 +49,14 @@ def shard_bounds(rows: int, shards: int) -> list[tuple[int, int]]:
 
 
 def encode_rows(vocab_path: str, framing: Framing, texts: list[str], pairs: list[str] | None,
-                workers: int = 1) -> EncodedRows:
-    shards = shard_bounds(len(texts), shard_count(len(texts), workers))
+                workers: int = 1, min_rows_per_shard: int = MIN_ROWS_PER_SHARD) -> EncodedRows:
+    shards = shard_bounds(len(texts), shard_count(len(texts), workers, min_rows_per_shard))
     jobs = [(texts[a:b], pairs[a:b] if pairs is not None else None) for a, b in shards]
     if len(jobs) == 1:
-        return _encode_shard(_wordpiece_for(vocab_path), framing, *jobs[0])
+        return _encode_shard(_wordpiece_for(vocab_path, framing), framing, *jobs[0])
     context = mp.get_context("spawn")
     with ProcessPoolExecutor(len(jobs), mp_context=context, initializer=_start_worker,
-                             initargs=(vocab_path,)) as pool:
+                             initargs=(vocab_path, framing)) as pool:
         parts = list(pool.map(_encode_in_worker, [framing] * len(jobs), *zip(*jobs)))
     return EncodedRows.concat(parts)
 
@@ -64,23 +72,25 @@ def _encode_shard(wordpiece: FastWordPiece, framing: Framing, texts, pairs) -> E
 def _framer(wordpiece: FastWordPiece, framing: Framing):
     if framing.task == "classify":
         return lambda a, b: frame_single_or_pair(a, b, framing.max_seq_len, wordpiece.cls_id, wordpiece.sep_id)
+    if framing.task == "generate":
+        return lambda a, b: frame_for_generation(a, b, framing.max_seq_len, framing.max_title_len,
+                                                 wordpiece.cls_id, wordpiece.sep_id)
     raise ValueError(f"unknown task {framing.task!r}")
 
 
 _wordpiece: FastWordPiece | None = None
 
 
-def _start_worker(vocab_path: str) -> None:
+def _start_worker(vocab_path: str, framing: Framing) -> None:
     global _wordpiece
     # Parallelism comes from the processes; one C++ thread each.
-    _wordpiece = _wordpiece_for(vocab_path, num_threads=1)
+    _wordpiece = _wordpiece_for(vocab_path, framing, num_threads=1)
 
 
 def _encode_in_worker(framing: Framing, texts, pairs) -> EncodedRows:
     return _encode_shard(_wordpiece, framing, texts, pairs)
 
 
-def _wordpiece_for(vocab_path: str, num_threads: int | None = None) -> FastWordPiece:
-    # Special-token strings in the text ("[SEP]") stay whole, as they do for
-    # ErnieTokenizer.from_pretrained(checkpoint), which training code uses.
-    return FastWordPiece(vocab_path, keep_special_tokens_whole=True, num_threads=num_threads)
+def _wordpiece_for(vocab_path: str, framing: Framing, num_threads: int | None = None) -> FastWordPiece:
+    return FastWordPiece(vocab_path, keep_special_tokens_whole=framing.keeps_special_tokens_whole,
+                         num_threads=num_threads)

@@ -61,12 +61,15 @@ _FIRST_ASTRAL = 0x10000
 
 
 def read_vocab(vocab_path: str) -> dict[str, int]:
-    """token -> id exactly as paddlenlp's load_vocabulary reads vocab.txt (line number = id)."""
-    token_to_id: dict[str, int] = {}
+    """token -> id exactly as paddlenlp reads vocab.txt: ERNIE's one token per
+    line (line number = id), or UNIMO's `token<TAB>id` lines (UNIMOTokenizer's
+    load_vocabulary), recognised by every line having that form."""
     with io.open(vocab_path, "r", encoding="utf-8") as f:
-        for index, line in enumerate(f):
-            token_to_id[line.rstrip("\n")] = index
-    return token_to_id
+        lines = [line.rstrip("\n") for line in f]
+    pairs = [line.split("\t") for line in lines]
+    if lines and all(len(p) == 2 and p[1].isdigit() for p in pairs):
+        return {token: int(index) for token, index in pairs}
+    return {line: index for index, line in enumerate(lines)}
 
 
 class FastWordPiece:

@@ -63,6 +63,8 @@ def _is_cjk(ch: str) -> bool:
     return _CJK_FIRST <= ord(ch) <= _CJK_LAST
 
 
-def write_vocab(vocab: list[str], path: str) -> None:
+def write_vocab(vocab: list[str], path: str, unimo_format: bool = False) -> None:
+    """ERNIE's vocab.txt has one token per line; UNIMO's has `token<TAB>id`."""
+    lines = [f"{token}\t{i}" for i, token in enumerate(vocab)] if unimo_format else vocab
     with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(vocab) + "\n")
+        f.write("\n".join(lines) + "\n")
