@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from typing import Callable
 
-from predictor.engine import PARAMS_FILE, PROGRAM_FILE
+from predictor.engine import PROGRAM_FILE
 
 # Bump when the exported programs' inputs/outputs change meaning.
 EXPORT_FORMAT = 1
@@ -29,8 +29,11 @@ def export_key(parts: dict) -> str:
     return hashlib.blake2b(json.dumps(keyed, sort_keys=True).encode(), digest_size=12).hexdigest()
 
 
+COMPLETE_MARKER = "export.json"  # written last: its presence means the export is whole
+
+
 def is_exported(model_dir: str) -> bool:
-    return all(os.path.isfile(os.path.join(model_dir, name)) for name in (PROGRAM_FILE, PARAMS_FILE))
+    return os.path.isfile(os.path.join(model_dir, COMPLETE_MARKER))
 
 
 def save_static(layer, input_specs: list, model_dir: str) -> None:
@@ -52,6 +55,8 @@ def cached_export(cache_dir: str, key: str, export_into: Callable[[str], None]) 
     staging = tempfile.mkdtemp(prefix=f".{key}.", dir=cache_dir)
     try:
         export_into(staging)
+        with open(os.path.join(staging, COMPLETE_MARKER), "w", encoding="utf-8") as f:
+            json.dump({"key": key}, f)
         if os.path.isdir(final_dir):  # a broken leftover from an older interrupted run
             shutil.rmtree(final_dir)
         os.replace(staging, final_dir)

@@ -24,7 +24,7 @@ class RunnerSpec:
     task: str             # "classify" | "generate"
     model_dir: str
     options: EngineOptions
-    settings: tuple = ()  # task-specific (key, value) pairs, e.g. decoding settings
+    settings: object = None  # task-specific plain data, e.g. GenerationSettings
 
 
 def plan_engine_options(base: EngineOptions, workers: int, gpu_ids: list[int] | None = None) -> list[EngineOptions]:
@@ -48,7 +48,6 @@ def visible_gpu_ids() -> list[int]:
 
 
 def make_runner(spec: RunnerSpec):
-    settings = dict(spec.settings)
     if spec.task == "classify":
         from predictor.classify import ClassifyRunner
 
@@ -56,7 +55,7 @@ def make_runner(spec: RunnerSpec):
     if spec.task == "generate":
         from predictor.generate import GenerateRunner
 
-        return GenerateRunner(spec.model_dir, spec.options, **settings)
+        return GenerateRunner(spec.model_dir, spec.options, spec.settings)
     raise ValueError(f"unknown task {spec.task!r}")
 
 

@@ -28,3 +28,35 @@ def save_classifier(model_dir: str, vocab_path: str, seed: int = 0, **shape) -> 
     os.makedirs(model_dir, exist_ok=True)
     model.save_pretrained(model_dir)
     ErnieTokenizer(vocab_file=vocab_path).save_pretrained(model_dir)
+
+
+# unimo-text-1.0's shape; the special ids are the demo vocab's ([MASK] ends a
+# generation, as in unimo-text).
+UNIMO_TEXT = dict(vocab_size=18000, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                  intermediate_size=3072, hidden_act="relu", max_position_embeddings=512, type_vocab_size=4,
+                  normalize_before=False, pad_token_id=0, bos_token_id=1, eos_token_id=3, mask_token_id=3,
+                  unk_token_id=4)
+# A random LM head almost never picks [MASK]; raising its bias lets some
+# generations end early, as a trained model's do, so the demo exercises
+# finished rows leaving the batch.
+EOS_BIAS_BOOST = 1.25
+
+
+def save_generator(model_dir: str, vocab_path: str, seed: int = 0, eos_bias_boost: float = EOS_BIAS_BOOST,
+                   **shape) -> None:
+    """vocab_path must be in UNIMO's `token<TAB>id` format."""
+    import paddle
+    from paddlenlp.transformers import UNIMOConfig, UNIMOLMHeadModel, UNIMOTokenizer
+
+    config = UNIMOConfig(**{**UNIMO_TEXT, **shape})
+    paddle.seed(seed)
+    model = UNIMOLMHeadModel(config)
+    model.eval()
+    with paddle.no_grad():
+        # decoder_bias starts at zero; random values make the bias path matter.
+        bias = paddle.normal(0.0, 0.02, model.lm_head.decoder_bias.shape)
+        bias[config.eos_token_id] += eos_bias_boost
+        model.lm_head.decoder_bias.set_value(bias)
+    os.makedirs(model_dir, exist_ok=True)
+    model.save_pretrained(model_dir)
+    UNIMOTokenizer(vocab_path).save_pretrained(model_dir)

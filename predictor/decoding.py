@@ -1,0 +1,186 @@
+"""Greedy and beam-search decoding loops in numpy, with PaddleNLP's semantics.
+
+They reproduce paddlenlp 2.8.1 GenerationMixin.greedy_search / beam_search
+(BeamSearchScorer, BeamHypotheses, MinLengthLogitsProcessor and UNIMO's
+adjust_logits_during_generation) for one returned sequence per source, so the
+harness's output equals `model.generate()`'s token for token. One difference
+is deliberate: finished rows (greedy) and finished sources (beam) leave the
+batch instead of being computed as padding until the longest one ends.
+
+A loop only chooses tokens; the model state lives in a step engine:
+    logits = engine.start(job)               # prompt pass: last-position logits [B, V]
+    logits = engine.advance(tokens, parent)  # one token per new row; parent[i] is
+                                             # the current row that new row i continues
+Ids are in the model's (possibly pruned) vocabulary.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+FLOAT32_MIN = float(np.finfo(np.float32).min)
+# UNIMO's adjust_logits_during_generation and BeamHypotheses use these constants.
+BANNED_LOGIT = -1e9
+INITIAL_WORST_SCORE = 1e6
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    strategy: str = "greedy"      # "greedy" | "beam"
+    num_beams: int = 4
+    max_new_tokens: int = 32
+    min_new_tokens: int = 0
+    length_penalty: float = 1.0
+    early_stopping: bool = False
+
+    def __post_init__(self):
+        if self.strategy not in ("greedy", "beam"):
+            raise ValueError(f"decoding strategy must be greedy or beam, got {self.strategy!r}")
+        if self.max_new_tokens < 1 or self.min_new_tokens < 0 or self.min_new_tokens > self.max_new_tokens:
+            raise ValueError("need 0 <= min_new_tokens <= max_new_tokens and max_new_tokens >= 1")
+        if self.strategy == "beam" and self.num_beams < 2:
+            raise ValueError("beam search needs num_beams >= 2")
+
+
+@dataclass(frozen=True)
+class SpecialIds:
+    """Model-vocabulary ids the decoder treats specially (eos is UNIMO's [MASK])."""
+    unk: int
+    pad: int
+    bos: int
+    eos: int
+
+
+class StepEngine(Protocol):
+    def start(self, job) -> np.ndarray: ...
+    def advance(self, tokens: np.ndarray, parent: np.ndarray) -> np.ndarray: ...
+
+
+def _adjust(logits: np.ndarray, special: SpecialIds, forbid_eos: bool) -> np.ndarray:
+    logits[:, [special.unk, special.pad, special.bos]] = BANNED_LOGIT
+    if forbid_eos:
+        logits[:, special.eos] = FLOAT32_MIN
+    return logits
+
+
+def decode(engine: StepEngine, job, rows: int, settings: DecodeSettings, special: SpecialIds) -> list[np.ndarray]:
+    if settings.strategy == "greedy":
+        return greedy(engine, job, rows, settings, special)
+    return beam_search(engine, job, rows, settings, special)
+
+
+def greedy(engine: StepEngine, job, rows: int, settings: DecodeSettings, special: SpecialIds) -> list[np.ndarray]:
+    """Generated ids per row, without the eos."""
+    generated: list[list[int]] = [[] for _ in range(rows)]
+    row_of = np.arange(rows)  # input row of each live row
+    logits = engine.start(job)
+    for t in range(settings.max_new_tokens):
+        tokens = _adjust(logits, special, t < settings.min_new_tokens).argmax(axis=-1)
+        alive = tokens != special.eos
+        for row, token in zip(row_of[alive].tolist(), tokens[alive].tolist()):
+            generated[row].append(token)
+        if t == settings.max_new_tokens - 1 or not alive.any():
+            break
+        parent = np.flatnonzero(alive)
+        row_of = row_of[parent]
+        logits = engine.advance(tokens[parent], parent)
+    return [np.asarray(g, dtype=np.int64) for g in generated]
+
+
+def _log_softmax_as_paddlenlp(x: np.ndarray) -> np.ndarray:
+    # paddlenlp takes log(softmax(x)), not log_softmax: banned ids become -inf.
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    with np.errstate(divide="ignore"):
+        return np.log(e / e.sum(axis=-1, keepdims=True))
+
+
+class BeamHypotheses:
+    """The best `num_beams` finished hypotheses of one source (paddlenlp's)."""
+
+    def __init__(self, num_beams: int, length_penalty: float, early_stopping: bool):
+        self.num_beams, self.length_penalty, self.early_stopping = num_beams, length_penalty, early_stopping
+        self.beams: list[tuple[float, list[int]]] = []
+        self.worst_score = INITIAL_WORST_SCORE
+
+    def _normalised(self, sum_logprobs: float, length: int) -> float:
+        return sum_logprobs / (((length + 5) / 6) ** self.length_penalty)
+
+    def add(self, tokens: list[int], sum_logprobs: float, length: int) -> None:
+        score = self._normalised(sum_logprobs, length)
+        if len(self.beams) < self.num_beams or score > self.worst_score:
+            self.beams.append((score, tokens))
+            if len(self.beams) > self.num_beams:
+                ranked = sorted((s, i) for i, (s, _) in enumerate(self.beams))
+                del self.beams[ranked[0][1]]
+                self.worst_score = ranked[1][0]
+            else:
+                self.worst_score = min(score, self.worst_score)
+
+    def is_done(self, best_sum_logprobs: float, length: int) -> bool:
+        if len(self.beams) < self.num_beams:
+            return False
+        return self.early_stopping or self.worst_score >= self._normalised(best_sum_logprobs, length)
+
+    def best(self) -> list[int]:
+        # Stable sort, last wins: on a tie paddlenlp returns the later-added one.
+        return sorted(self.beams, key=lambda beam: beam[0])[-1][1]
+
+
+def beam_search(engine: StepEngine, job, rows: int, settings: DecodeSettings,
+                special: SpecialIds) -> list[np.ndarray]:
+    """Best hypothesis per row, without the eos."""
+    beams, width = settings.num_beams, 2 * settings.num_beams
+    hypotheses = [BeamHypotheses(beams, settings.length_penalty, settings.early_stopping) for _ in range(rows)]
+    sources = np.arange(rows)        # live sources; live rows are sources x beams
+    beam_scores = np.zeros(rows, dtype=np.float32)  # step 0 has one row per source (paddlenlp: beam 0 live)
+    sequences: list[list[int]] = [[] for _ in range(rows)]
+    rows_per_source = 1
+    logits = engine.start(job)
+    for t in range(settings.max_new_tokens):
+        logprobs = _log_softmax_as_paddlenlp(_adjust(logits, special, False))
+        if t < settings.min_new_tokens:  # MinLength acts on the log-probs here
+            logprobs[:, special.eos] = FLOAT32_MIN
+        candidates = logprobs + beam_scores[:, None]
+        vocab = candidates.shape[1]
+        # Each source's top `width` over its rows lies in the union of its rows' top `width`.
+        top_per_row = np.argpartition(-candidates, width - 1, axis=1)[:, :width]
+        values = np.take_along_axis(candidates, top_per_row, 1).reshape(len(sources), -1)
+        flat_ids = (top_per_row + (np.arange(len(candidates)) % rows_per_source)[:, None] * vocab
+                    ).reshape(len(sources), -1)
+        order = np.argsort(-values, axis=1, kind="stable")[:, :width]
+        top_values = np.take_along_axis(values, order, 1)
+        top_ids = np.take_along_axis(flat_ids, order, 1)
+
+        next_scores, next_tokens, next_parents, next_sequences, kept = [], [], [], [], []
+        for s, source in enumerate(sources):  # BeamSearchScorer.process
+            continuing = []  # (score, token, parent row) of this source's next beams
+            for rank in range(width):
+                beam, token = divmod(int(top_ids[s, rank]), vocab)
+                row = s * rows_per_source + beam
+                if token == special.eos:
+                    if rank < beams:
+                        hypotheses[source].add(sequences[row], float(top_values[s, rank]), t)
+                elif len(continuing) < beams:
+                    continuing.append((top_values[s, rank], token, row))
+            if hypotheses[source].is_done(float(top_values[s, 0]), t):
+                continue  # the source leaves the batch
+            kept.append(s)
+            for score, token, row in continuing:
+                next_scores.append(score)
+                next_tokens.append(token)
+                next_parents.append(row)
+                next_sequences.append(sequences[row] + [token])
+        sequences, beam_scores, sources = next_sequences, np.asarray(next_scores, np.float32), sources[kept]
+        if len(sources) == 0:
+            break
+        if t == settings.max_new_tokens - 1:  # BeamSearchScorer.finalize
+            for s, source in enumerate(sources):
+                for b in range(beams):
+                    hypotheses[source].add(sequences[s * beams + b], float(beam_scores[s * beams + b]),
+                                           settings.max_new_tokens)
+            break
+        rows_per_source = beams
+        logits = engine.advance(np.asarray(next_tokens, np.int64), np.asarray(next_parents, np.int64))
+    return [np.asarray(h.best(), dtype=np.int64) for h in hypotheses]

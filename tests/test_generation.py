@@ -1,0 +1,99 @@
+"""Generation on a tiny seeded UNIMO-text model: the cached static decoding
+loop against PaddleNLP's generate() (greedy and beam), ids through pruning,
+ordering with several workers, and bad input."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import pipeline
+from predictor.decoding import DecodeSettings
+from predictor.pruning import prune_vocab
+from scripts.standard_method import generate_standard
+from submit.detokenize import detokenizer
+from tests.tiny_checkpoints import review_texts, tiny_generator, write_reviews_csv
+
+MAX_SEQ_LEN = 64
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("generate"))
+
+
+@pytest.fixture(scope="module")
+def model_dir(workdir):
+    return tiny_generator(workdir)
+
+
+@pytest.fixture(scope="module")
+def sources():
+    return review_texts(36, start=500) + ["好", "这个[SEP]不错～～"]
+
+
+def run_harness(workdir, model_dir, sources, name, *options):
+    input_path = write_reviews_csv(os.path.join(workdir, f"{name}.csv"), sources)
+    output = os.path.join(workdir, f"{name}_out.csv")
+    assert pipeline.main([input_path, model_dir, output, "--quiet", "--max-seq-len", str(MAX_SEQ_LEN),
+                          "--cache-dir", os.path.join(workdir, "exports"), *options]) == 0
+    return pd.read_csv(output, dtype={"id": str}, keep_default_na=False)
+
+
+def reference_texts(model_dir, sources, settings):
+    to_text = detokenizer(os.path.join(model_dir, "vocab.txt"))
+    return [to_text(ids) for ids in generate_standard(model_dir, sources, None, settings, MAX_SEQ_LEN)]
+
+
+@pytest.mark.parametrize("settings, options", [
+    (DecodeSettings(max_new_tokens=12), ["--workers", "2", "--threads", "1", "--max-batch-rows", "5"]),
+    (DecodeSettings(max_new_tokens=10, min_new_tokens=4), ["--min-new-tokens", "4"]),
+    (DecodeSettings(strategy="beam", num_beams=3, max_new_tokens=8, min_new_tokens=2, length_penalty=1.3),
+     ["--decode", "beam", "--num-beams", "3", "--min-new-tokens", "2", "--length-penalty", "1.3"]),
+    (DecodeSettings(strategy="beam", num_beams=4, max_new_tokens=8, early_stopping=True),
+     ["--decode", "beam", "--early-stopping"]),
+])
+def test_harness_equals_generate_in_input_order(workdir, model_dir, sources, settings, options):
+    expected = reference_texts(model_dir, sources, settings)
+    submission = run_harness(workdir, model_dir, sources, "equal", "--max-new-tokens",
+                             str(settings.max_new_tokens), *options)
+    assert submission["id"].tolist() == [f"t{i}" for i in range(len(sources))]
+    assert submission["text"].tolist() == expected
+    lengths = {len(t) for t in expected}
+    assert len(lengths) > 1  # some rows end early, so finished rows really left the batch
+
+
+def test_pruned_ids_map_back_to_the_full_vocabulary(workdir, model_dir, sources):
+    pruned = run_harness(workdir, model_dir, sources, "pruned", "--prune", "--max-new-tokens", "6")
+    with open(os.path.join(workdir, "pruned_out.csv.timing.json"), encoding="utf-8") as f:
+        report = json.load(f)
+    assert report["vocab"]["pruned"] and report["vocab"]["kept"] < 1000
+    # The pruned LM head can only say kept ids, the sources' tokens; mapped
+    # back to the full vocabulary they spell the sources' characters.
+    generated = {ch for text in pruned["text"] for ch in text}
+    assert generated and generated <= {ch for source in sources for ch in source.lower()}
+
+
+def test_prune_vocab_round_trip():
+    vocab = prune_vocab(50, np.array([7, 3, 3, 40]), np.arange(5))
+    assert vocab.kept_ids.tolist() == [0, 1, 2, 3, 4, 7, 40]
+    new = vocab.to_pruned(np.array([40, 7, 0]))
+    assert new.tolist() == [6, 5, 0] and vocab.to_full(new).tolist() == [40, 7, 0]
+
+
+def test_generation_bad_input_names_the_row(workdir, model_dir):
+    bad = os.path.join(workdir, "bad.jsonl")
+    with open(bad, "w", encoding="utf-8") as f:
+        f.write('{"id": "a", "text": "好"}\n{"id": "b", "text": ""}\n')
+    output = os.path.join(workdir, "bad_out.csv")
+    assert pipeline.main([bad, model_dir, output, "--quiet"]) == 2
+    assert not os.path.exists(output)
+
+
+def test_impossible_decoding_options_are_refused(workdir, model_dir, capsys):
+    with pytest.raises(SystemExit):
+        pipeline.parse_args(["in.csv", model_dir, "out.csv", "--min-new-tokens", "9", "--max-new-tokens", "4"])
+    assert "min_new_tokens <= max_new_tokens" in capsys.readouterr().err
