@@ -1,0 +1,111 @@
+"""The standard method vs the harness on a demo workload, in one run.
+
+    .venv/bin/python -m scripts.benchmark classify [--rows 2000] [-- harness options]
+    .venv/bin/python -m scripts.benchmark generate [--rows 200]  [-- harness options]
+
+Both sides are timed end to end as a user runs them: a fresh process that
+imports, loads the checkpoint, tokenises, predicts and writes the submission.
+The harness runs once with an empty export cache (cold: tracing and saving
+the static model counted) and then warm; the standard method (see
+scripts/standard_method.py) runs once, since it is the slow side. Prints both
+times, the speed-ups and how far the harness's output is from the standard
+method's: label agreement and the largest probability difference for
+classification; exact match, token agreement and BLEU-4 for generation, with
+vocabulary pruning off (the default) and, in a last run, on.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import pandas as pd
+
+from scripts.demo_setup import classify_demo, generate_demo
+from submit.accuracy import aligned, classification_agreement, generation_metrics
+from submit.timing_report import machine_facts
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMOS = {"classify": (classify_demo, 2000), "generate": (generate_demo, 200)}
+
+
+def timed(command: list[str]) -> float:
+    env = dict(os.environ, PYTHONPATH=REPO, PPNLP_HOME=os.path.join(REPO, ".cache", "paddlenlp"),
+               HF_HOME=os.path.join(REPO, ".cache", "huggingface"), GLOG_minloglevel="2", PYTHONWARNINGS="ignore")
+    started = time.perf_counter()
+    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def compare(task: str, ours_path: str, theirs_path: str) -> dict:
+    ours = pd.read_csv(ours_path, dtype={"id": str}, keep_default_na=False)
+    theirs = aligned(ours, pd.read_csv(theirs_path, dtype={"id": str}, keep_default_na=False), "standard output")
+    if task == "classify":
+        return classification_agreement(ours, theirs)
+    return generation_metrics(ours["text"].tolist(), theirs["text"].tolist())
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    own, harness_options = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("task", choices=sorted(DEMOS))
+    parser.add_argument("--rows", type=int, default=None, help="demo rows; default 2000 (classify), 200 (generate)")
+    parser.add_argument("--max-seq-len", type=int, default=128)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--harness-repeat", type=int, default=3, help="warm harness runs (median reported)")
+    parser.add_argument("--json", default=None, help="also write the results here")
+    args = parser.parse_args(own)
+    make_demo, default_rows = DEMOS[args.task]
+    rows = args.rows or default_rows
+    demo = make_demo(rows)
+    shared = ["--max-seq-len", str(args.max_seq_len)]
+    if args.task == "generate":
+        shared += ["--max-new-tokens", str(args.max_new_tokens)]
+
+    with tempfile.TemporaryDirectory(prefix="benchmark_") as tmp:
+        def harness(output: str, *extra: str) -> list[str]:
+            return ["bash", os.path.join(REPO, "run.sh"), demo.input, demo.model_dir, output, "--quiet",
+                    "--cache-dir", os.path.join(tmp, "exports"), *shared, *harness_options, *extra]
+
+        ours, theirs = os.path.join(tmp, "harness.csv"), os.path.join(tmp, "standard.csv")
+        print(f"harness, cold export cache: {' '.join(harness(ours)[1:])}", flush=True)
+        cold = timed(harness(ours))
+        warm = [timed(harness(ours)) for _ in range(args.harness_repeat)]
+        with open(ours + ".timing.json", encoding="utf-8") as f:
+            stages = json.load(f)["stages_s"]
+        print("standard method (the slow part)...", flush=True)
+        standard = timed([sys.executable, "-m", "scripts.standard_method", demo.input, demo.model_dir, theirs,
+                          *shared])
+        results = {"task": args.task, "rows": rows, "harness_options": harness_options,
+                   "standard_s": round(standard, 2), "harness_cold_s": round(cold, 2),
+                   "harness_warm_s": [round(w, 2) for w in warm]}
+        warm_median = statistics.median(warm)
+        results.update(harness_warm_median_s=round(warm_median, 2), speedup_cold=round(standard / cold, 2),
+                       speedup_warm=round(standard / warm_median, 2), harness_stages_s_last_run=stages,
+                       vs_standard=compare(args.task, ours, theirs))
+        if args.task == "generate":
+            pruned = os.path.join(tmp, "harness_pruned.csv")
+            results["harness_pruned_s"] = round(timed(harness(pruned, "--prune")), 2)
+            with open(pruned + ".timing.json", encoding="utf-8") as f:
+                results["pruned_vocab"] = json.load(f)["vocab"]
+            results["pruned_vs_standard"] = compare(args.task, pruned, theirs)
+    results["machine"] = machine_facts()
+
+    print(json.dumps(results, indent=2, ensure_ascii=False))
+    print(f"\nstandard method {standard:.1f}s | harness cold {cold:.1f}s ({standard / cold:.2f}x) | "
+          f"harness warm median {warm_median:.1f}s ({standard / warm_median:.2f}x) | "
+          f"vs standard {json.dumps(results['vs_standard'])}")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=2, ensure_ascii=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
