@@ -55,12 +55,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="longer inputs are truncated, and counted in the timing report")
     parser.add_argument("--precision", choices=["auto", "fp32", "fp16"], default="auto",
                         help="auto: fp16 on GPU, fp32 on CPU")
+    parser.add_argument("--tensorrt", action="store_true",
+                        help="GPU classification: convert the exported program with paddle.tensorrt (engines "
+                             "built for up to --max-batch-rows rows, default 256, of --max-seq-len tokens)")
     parser.add_argument("--prune", action=argparse.BooleanOptionalAction, default=None,
                         help="shrink the word-embedding table (and a tied LM head) to the token ids this input "
                              "uses; default: on for classification (exact), off for generation (a pruned LM "
                              "head cannot say ids outside the kept set: add them with --keep-ids-from)")
     parser.add_argument("--max-batch-rows", type=int, default=None,
-                        help="rows per batch at most; default: 64 for generation, no limit for classification")
+                        help="rows per batch at most; default: 64 for generation, no limit for classification "
+                             "(256 with --tensorrt)")
     parser.add_argument("--id-column", default="id")
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--pair-column", default=None,
@@ -97,6 +101,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         input_format(args.output)
     except InputError as err:
         parser.error(f"output {err}")
+    if args.tensorrt and args.task == "generate":
+        parser.error("--tensorrt is for classification; generation runs the cached decoding loop")
     try:  # impossible combinations fail here, before any work
         engine_options(args, "classify")
         decode_settings(args)
@@ -138,7 +144,7 @@ def engine_options(args: argparse.Namespace, task: str) -> EngineOptions:
     # on the 12-layer demo than with Paddle's default of 10).
     cache_capacity = 0 if task == "generate" else EngineOptions.onednn_cache_capacity
     return EngineOptions(device=args.device, precision=precision, cpu_threads=threads,
-                         onednn_cache_capacity=cache_capacity)
+                         onednn_cache_capacity=cache_capacity, tensorrt=args.tensorrt)
 
 
 class ClassifyTask:
@@ -147,15 +153,27 @@ class ClassifyTask:
     prune_is_exact = True  # unseen rows of the embedding table are never read
 
     def __init__(self, args: argparse.Namespace, checkpoint):
-        from predictor import classify
+        from predictor import classify, tensorrt
 
-        self.args, self.checkpoint, self.classify = args, checkpoint, classify
+        self.args, self.checkpoint, self.classify, self.tensorrt = args, checkpoint, classify, tensorrt
+        self.tensorrt_shapes = tensorrt.shapes_for(args.max_batch_rows, args.max_seq_len) if args.tensorrt else None
+        self.max_batch_rows = self.tensorrt_shapes.max_rows if args.tensorrt else args.max_batch_rows
 
     def extra_kept_ids(self) -> list[np.ndarray]:
         return []
 
+    def export_key_parts(self) -> dict:
+        return {"tensorrt": vars(self.tensorrt_shapes)} if self.tensorrt_shapes else {}
+
     def export(self, vocab, folder: str) -> None:
-        self.classify.export_classifier(self.checkpoint, vocab, folder)
+        def export_into(target: str) -> None:
+            self.classify.export_classifier(self.checkpoint, vocab, target)
+
+        if self.tensorrt_shapes is None:
+            export_into(folder)
+            return
+        self.tensorrt.export_converted(export_into, folder, self.classify.INPUT_NAMES, self.tensorrt_shapes,
+                                  engine_options(self.args, self.name).precision)
 
     def runner_settings(self, vocab):
         return None
@@ -165,10 +183,13 @@ class ClassifyTask:
             ids, types = model_input.padded(batch.rows, pad_id)
             yield {"input_ids": ids, "token_type_ids": types}
 
+    def batch_outputs(self, results: list) -> list:
+        return results  # [rows, classes] probabilities per batch
+
     def submission(self, ids: list[str], outputs: list, vocab):
         return classification_frame(ids, np.stack(outputs), self.classify.class_labels(self.checkpoint.config))
 
-    def report(self, outputs: list) -> dict:
+    def report(self, results: list, outputs: list) -> dict:
         return {}
 
 
@@ -184,6 +205,8 @@ class GenerateTask:
 
         self.args, self.checkpoint, self.generate = args, checkpoint, generate
         self.decode = decode_settings(args)
+        # Decoding batches stay small: every row carries a key/value cache.
+        self.max_batch_rows = args.max_batch_rows or 64
 
     def extra_kept_ids(self) -> list[np.ndarray]:
         kept = []
@@ -197,6 +220,9 @@ class GenerateTask:
             # Ernie/UNIMO vocabularies list tokens by corpus frequency.
             kept.append(np.arange(min(self.args.keep_top_n, int(self.checkpoint.config["vocab_size"]))))
         return kept
+
+    def export_key_parts(self) -> dict:
+        return {}
 
     def export(self, vocab, folder: str) -> None:
         self.generate.export_generator(self.checkpoint, vocab, folder)
@@ -213,14 +239,18 @@ class GenerateTask:
             ids, types = self.generate.left_padded(rows, lengths, pad_id)
             yield {"input_ids": ids, "token_type_ids": types, "lengths": lengths}
 
+    def batch_outputs(self, results: list) -> list:
+        return [decoded.rows for decoded in results]
+
     def submission(self, ids: list[str], outputs: list, vocab):
         from submit.detokenize import detokenizer
 
         to_text = detokenizer(self.checkpoint.vocab_path)
         return generation_frame(ids, [to_text(vocab.to_full(out)) for out in outputs])
 
-    def report(self, outputs: list) -> dict:
-        return {"decode": dict(vars(self.decode)), "generated_tokens": int(sum(len(o) for o in outputs))}
+    def report(self, results: list, outputs: list) -> dict:
+        return {"decode": dict(vars(self.decode)), "generated_tokens": int(sum(len(o) for o in outputs)),
+                "decoding": self.generate.decoding_report(results)}
 
 
 TASKS = {"classify": ClassifyTask, "generate": GenerateTask}
@@ -258,7 +288,7 @@ def run_once(args: argparse.Namespace, progress: Progress) -> dict:
         from predictor.export import cached_export, export_key
 
         key = export_key({"task": task.name, "weights": checkpoint.weights_digest(), "vocab": vocab.digest(),
-                          "precision": options.precision, "device": options.device})
+                          "precision": options.precision, "device": options.device, **task.export_key_parts()})
         model_dir, export_cached = cached_export(args.cache_dir, key, lambda folder: task.export(vocab, folder))
 
     with timer.stage("load"):
@@ -266,13 +296,12 @@ def run_once(args: argparse.Namespace, progress: Progress) -> dict:
         pool = WorkerPool([RunnerSpec(task.name, model_dir, o, settings) for o in options_per_worker])
 
     with timer.stage("predict"), pool:
-        max_rows = args.max_batch_rows or (64 if task.name == "generate" else None)
-        batches = length_sorted_batches(model_input.lengths, args.token_budget, max_rows)
+        batches = length_sorted_batches(model_input.lengths, args.token_budget, task.max_batch_rows)
         with progress.bar(len(batches), "predict") as bar:
-            outputs = list(pool.map(task.jobs(model_input, batches, pad_id), on_done=bar.update))
+            results = list(pool.map(task.jobs(model_input, batches, pad_id), on_done=bar.update))
 
     with timer.stage("write"):
-        pieces = zip((b.rows for b in batches), outputs)
+        pieces = zip((b.rows for b in batches), task.batch_outputs(results))
         merged = merge_in_input_order(len(table), pieces)
         write_table(task.submission(table.ids, merged, vocab), args.output)
 
@@ -288,7 +317,7 @@ def run_once(args: argparse.Namespace, progress: Progress) -> dict:
         "engine": options.describe(),
         "workers": pool.processes,
         "tokenizer_workers": args.tokenizer_workers,
-        **task.report(merged),
+        **task.report(results, merged),
     })
 
 

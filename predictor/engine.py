@@ -34,7 +34,7 @@ class EngineOptions:
     onednn_cache_capacity: int = 10
     gpu_id: int = 0                # filled in per worker process
     gpu_memory_pool_mb: int = 512
-    tensorrt: bool = False         # the program was converted by paddle.tensorrt at export
+    tensorrt: bool = False         # the program was converted by predictor/tensorrt.py at export
 
     def __post_init__(self):
         if self.device not in DEVICES:
@@ -71,9 +71,12 @@ def paddle_config(model_dir: str, options: EngineOptions):
         else:
             config.disable_onednn()
     else:
-        precision = inference.PrecisionType.Half if options.precision == "fp16" else inference.PrecisionType.Float32
         # Half turns on PIR's auto_mixed_precision_pass; inputs and outputs stay
-        # int64/fp32 so the pipeline code is the same for both precisions.
+        # int64/fp32 so the pipeline code is the same for both precisions. A
+        # TensorRT-converted program already carries its engines' precision
+        # (predictor/tensorrt.py), so it loads as a plain fp32 program.
+        half = options.precision == "fp16" and not options.tensorrt
+        precision = inference.PrecisionType.Half if half else inference.PrecisionType.Float32
         config.enable_use_gpu(options.gpu_memory_pool_mb, options.gpu_id, precision)
         # Level 3 runs the whole PIR GPU pass list: embedding_eltwise_layernorm,
         # multihead_matmul / fused_flash_attn, fc + fc_elementwise_layernorm and

@@ -8,6 +8,7 @@ model's vocabulary (pruned or not), eos excluded.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,11 +108,18 @@ class CachedDecoder:
         self._paddle = paddle
         self.prompt_engine = Engine(os.path.join(model_dir, PROMPT_PROGRAM), options)
         self.step_engine = Engine(os.path.join(model_dir, STEP_PROGRAM), options)
+        self.engine_s = 0.0  # inside the predictors, for the loop-overhead figure
+
+    def _timed_run(self, engine: Engine, inputs: list) -> list:
+        started = time.perf_counter()
+        outputs = engine.run_tensors(inputs)
+        self.engine_s += time.perf_counter() - started
+        return outputs
 
     def start(self, job: dict) -> np.ndarray:
         paddle = self._paddle
         inputs, self.prompt_bias = prompt_inputs(job)
-        outputs = self.prompt_engine.run_tensors([paddle.to_tensor(x) for x in inputs])
+        outputs = self._timed_run(self.prompt_engine, [paddle.to_tensor(x) for x in inputs])
         layers2 = (len(outputs) - 1) // 2
         self.prompt_cache, self.generated_cache = outputs[1:1 + layers2], outputs[1 + layers2:]
         self.cache_source = np.arange(len(job["lengths"]))  # source of each prompt-cache row
@@ -137,10 +145,19 @@ class CachedDecoder:
         # from its 0.
         feeds = [tokens.reshape(rows, 1), np.ones((rows, 1), np.int64), np.full((rows, 1), self.steps, np.int64),
                  self.prompt_bias, parent.astype(np.int64)]
-        outputs = self.step_engine.run_tensors([paddle.to_tensor(x) for x in feeds]
-                                               + self.prompt_cache + self.generated_cache)
+        outputs = self._timed_run(self.step_engine, [paddle.to_tensor(x) for x in feeds]
+                                  + self.prompt_cache + self.generated_cache)
         self.generated_cache = outputs[1:]
         return outputs[0].numpy()
+
+
+@dataclass
+class DecodedBatch:
+    """One job's generated ids per row, and where its decoding time went."""
+    rows: list[np.ndarray]
+    steps: int
+    engine_s: float   # prompt pass and steps inside the predictors
+    total_s: float    # the whole loop: engine + Python/numpy between steps
 
 
 class GenerateRunner:
@@ -148,5 +165,18 @@ class GenerateRunner:
         self.decoder = CachedDecoder(model_dir, options)
         self.settings = settings
 
-    def run(self, job: dict) -> list[np.ndarray]:
-        return decode(self.decoder, job, len(job["lengths"]), self.settings.decode, self.settings.special)
+    def run(self, job: dict) -> DecodedBatch:
+        started, self.decoder.engine_s = time.perf_counter(), 0.0
+        rows = decode(self.decoder, job, len(job["lengths"]), self.settings.decode, self.settings.special)
+        return DecodedBatch(rows, self.decoder.steps, self.decoder.engine_s, time.perf_counter() - started)
+
+
+def decoding_report(batches: list[DecodedBatch]) -> dict:
+    """Per-step loop overhead next to model time, summed over all batches
+    (worker seconds: with several workers they overlap in wall time)."""
+    steps = sum(b.steps for b in batches)
+    engine_s, total_s = sum(b.engine_s for b in batches), sum(b.total_s for b in batches)
+    overhead_s = max(0.0, total_s - engine_s)
+    return {"decode_steps": steps, "engine_s": round(engine_s, 3), "loop_overhead_s": round(overhead_s, 3),
+            "loop_overhead_ms_per_step": round(1000 * overhead_s / max(steps, 1), 3),
+            "loop_overhead_share": round(overhead_s / total_s, 4) if total_s else 0.0}

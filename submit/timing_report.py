@@ -92,4 +92,15 @@ def format_table(report: dict) -> str:
     lines.append(f"{'total':<30}{report['total_s']:>10.2f}")
     lines.append(f"{report['rows']} rows, {report['tokens']} tokens: "
                  f"{report['rows_per_s']} rows/s, {report['tokens_per_s']} tokens/s")
+    if report.get("truncated_rows"):
+        lines.append(f"{report['truncated_rows']} rows truncated to {report['max_seq_len']} tokens")
+    vocab = report.get("vocab")
+    if vocab and vocab.get("pruned"):
+        lines.append(f"vocabulary pruned: {vocab['kept']} of {vocab['full']} ids kept, "
+                     f"{vocab['embedding_bytes_saved'] / 2**20:.1f} MiB of embeddings saved")
+    decoding = report.get("decoding")
+    if decoding:
+        lines.append(f"decoding: {decoding['decode_steps']} steps, loop overhead "
+                     f"{decoding['loop_overhead_ms_per_step']} ms/step "
+                     f"({100 * decoding['loop_overhead_share']:.1f}% of decoding time)")
     return "\n".join(lines)

@@ -69,3 +69,49 @@ def test_cpu_config_on_the_real_paddle_config(monkeypatch, tmp_path):
     plain = paddle_config(str(tmp_path), EngineOptions(onednn=False))
     assert not plain.onednn_enabled()
     assert isinstance(config, inference.Config)
+
+
+def test_tensorrt_program_loads_as_fp32_since_its_engines_carry_the_precision(monkeypatch):
+    from paddle import inference
+
+    monkeypatch.setattr(inference, "Config", RecordingConfig)
+    config = paddle_config("/models/x", EngineOptions(device="gpu", precision="fp16", tensorrt=True))
+    assert ("enable_use_gpu", 512, 0, inference.PrecisionType.Float32) in config.calls
+
+
+def test_tensorrt_shape_range_covers_every_batch_the_batcher_may_send():
+    from predictor.tensorrt import DEFAULT_MAX_ROWS, shapes_for
+
+    assert shapes_for(None, 128).ranges() == {"min": (1, 1), "opt": (32, 128), "max": (DEFAULT_MAX_ROWS, 128)}
+    assert shapes_for(8, 64).ranges() == {"min": (1, 1), "opt": (8, 64), "max": (8, 64)}
+
+
+def test_tensorrt_caps_classification_batches_and_changes_the_export_key():
+    from pipeline import ClassifyTask, parse_args
+
+    plain = ClassifyTask(parse_args(["in.csv", "model", "out.csv", "--device", "gpu"]), checkpoint=None)
+    trt = ClassifyTask(parse_args(["in.csv", "model", "out.csv", "--device", "gpu", "--tensorrt"]), checkpoint=None)
+    assert plain.max_batch_rows is None and plain.export_key_parts() == {}
+    assert trt.max_batch_rows == 256
+    assert trt.export_key_parts() == {"tensorrt": {"max_rows": 256, "max_seq_len": 128, "opt_rows": 32}}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--tensorrt"], "TensorRT needs --device gpu"),
+    (["--tensorrt", "--device", "gpu", "--task", "generate"], "--tensorrt is for classification"),
+])
+def test_tensorrt_refuses_what_it_cannot_do(argv, message, capsys):
+    from pipeline import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["in.csv", "model", "out.csv", *argv])
+    assert message in capsys.readouterr().err
+
+
+def test_tensorrt_conversion_says_what_it_needs_on_a_build_without_it(tmp_path):
+    from predictor.tensorrt import export_converted, shapes_for
+
+    written = []
+    with pytest.raises(RuntimeError, match="paddlepaddle-gpu build with TensorRT"):
+        export_converted(written.append, str(tmp_path), ("input_ids",), shapes_for(None, 128), "fp16")
+    assert written == [str(tmp_path / "paddle")]

@@ -71,10 +71,30 @@ def test_pruned_ids_map_back_to_the_full_vocabulary(workdir, model_dir, sources)
     with open(os.path.join(workdir, "pruned_out.csv.timing.json"), encoding="utf-8") as f:
         report = json.load(f)
     assert report["vocab"]["pruned"] and report["vocab"]["kept"] < 1000
+    decoding = report["decoding"]  # where decoding time went: engine vs the Python loop
+    assert decoding["decode_steps"] >= 1 and decoding["engine_s"] > 0
+    assert 0 <= decoding["loop_overhead_share"] < 1
     # The pruned LM head can only say kept ids, the sources' tokens; mapped
     # back to the full vocabulary they spell the sources' characters.
     generated = {ch for text in pruned["text"] for ch in text}
     assert generated and generated <= {ch for source in sources for ch in source.lower()}
+
+
+def kept_ids(workdir, model_dir, sources, name, *options) -> int:
+    run_harness(workdir, model_dir, sources, name, "--prune", "--max-new-tokens", "2", *options)
+    with open(os.path.join(workdir, f"{name}_out.csv.timing.json"), encoding="utf-8") as f:
+        return json.load(f)["vocab"]["kept"]
+
+
+def test_keep_ids_from_a_corpus_and_the_top_n_widen_the_pruned_vocabulary(workdir, model_dir, sources):
+    targets = os.path.join(workdir, "targets.txt")
+    with open(targets, "w", encoding="utf-8") as f:
+        f.write("\n".join(review_texts(40, start=2000)) + "\n")
+    seen_only = kept_ids(workdir, model_dir, sources, "kept_seen")
+    with_targets = kept_ids(workdir, model_dir, sources, "kept_targets", "--keep-ids-from", targets)
+    with_top = kept_ids(workdir, model_dir, sources, "kept_top", "--keep-top-n", "3000")
+    assert seen_only < with_targets
+    assert 3000 <= with_top < 6000  # the first 3000 ids plus the sources' rarer ones
 
 
 def test_prune_vocab_round_trip():
