@@ -2,6 +2,7 @@
 
     .venv/bin/python -m scripts.benchmark classify [--rows 2000] [-- harness options]
     .venv/bin/python -m scripts.benchmark generate [--rows 200]  [-- harness options]
+    .venv/bin/python -m scripts.benchmark tokenizer               (every demo review, one process each side)
 
 Both sides are timed end to end as a user runs them: a fresh process that
 imports, loads the checkpoint, tokenises, predicts and writes the submission.
@@ -28,6 +29,7 @@ import time
 import pandas as pd
 
 from scripts.demo_setup import classify_demo, generate_demo
+from scripts.repo_caches import keep_caches_in_repo
 from submit.accuracy import aligned, classification_agreement, generation_metrics
 from submit.timing_report import machine_facts
 
@@ -36,8 +38,7 @@ DEMOS = {"classify": (classify_demo, 2000), "generate": (generate_demo, 200)}
 
 
 def timed(command: list[str], **extra_env: str) -> float:
-    env = dict(os.environ, **extra_env, PYTHONPATH=REPO, PPNLP_HOME=os.path.join(REPO, ".cache", "paddlenlp"),
-               HF_HOME=os.path.join(REPO, ".cache", "huggingface"), GLOG_minloglevel="2", PYTHONWARNINGS="ignore")
+    env = dict(os.environ, **extra_env, PYTHONPATH=REPO, GLOG_minloglevel="2", PYTHONWARNINGS="ignore")
     started = time.perf_counter()
     subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
     return time.perf_counter() - started
@@ -51,8 +52,34 @@ def compare(task: str, ours_path: str, theirs_path: str) -> dict:
     return generation_metrics(ours["text"].tolist(), theirs["text"].tolist())
 
 
+def tokenizer_benchmark() -> dict:
+    """The harness's WordPiece against paddlenlp's ErnieTokenizer on every
+    demo review, one process each: speed, and how many id lists differ."""
+    from paddlenlp.transformers import ErnieTokenizer
+
+    from preprocess.wordpiece import FastWordPiece
+    from scripts.demo_corpus import load_reviews
+
+    texts = [review.text for review in load_reviews()]
+    vocab_path = os.path.join(classify_demo().model_dir, "vocab.txt")
+    fast, slow = FastWordPiece(vocab_path), ErnieTokenizer(vocab_file=vocab_path)
+    started = time.perf_counter()
+    fast_ids = fast.encode(texts)
+    fast_s = time.perf_counter() - started
+    started = time.perf_counter()
+    slow_ids = [slow.convert_tokens_to_ids(slow.tokenize(text)) for text in texts]
+    slow_s = time.perf_counter() - started
+    return {"texts": len(texts), "harness_s": round(fast_s, 2), "ernie_tokenizer_s": round(slow_s, 2),
+            "speedup": round(slow_s / fast_s, 2),
+            "differing_texts": sum(a.tolist() != b for a, b in zip(fast_ids, slow_ids))}
+
+
 def main(argv: list[str] | None = None) -> int:
+    keep_caches_in_repo()  # for this process and, inherited, every one it starts
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["tokenizer"]:
+        print(json.dumps(tokenizer_benchmark(), indent=2))
+        return 0
     own, harness_options = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("task", choices=sorted(DEMOS))

@@ -83,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     standard method end to end, writing a submission like the harness's."""
     import argparse
 
+    from scripts.repo_caches import keep_caches_in_repo
+
+    keep_caches_in_repo()  # before paddlenlp is imported
     from predictor.checkpoint import read_checkpoint
     from predictor.classify import class_labels
     from predictor.decoding import DecodeSettings
