@@ -54,6 +54,20 @@ class Checkpoint:
 
         return paddle.load(self.weights_path, return_numpy=True)
 
+    def build_model(self, model_class, config, weights: dict[str, np.ndarray]):
+        """`model_class(config)` in eval mode holding `weights` (pruned or not).
+        LazyGuard skips the random initialisation that the weights overwrite
+        anyway (seconds for a 40k x 768 table)."""
+        import paddle
+
+        with paddle.LazyGuard():
+            model = model_class(config)
+        missing, _ = model.set_state_dict(weights)
+        if missing:
+            raise CheckpointError(f"{self.weights_path}: weights missing for {missing[:5]}")
+        model.eval()
+        return model
+
     def weights_digest(self) -> str:
         """Content hash of the weights: the export cache must not survive a
         re-trained checkpoint saved under the same name."""

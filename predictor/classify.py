@@ -27,7 +27,6 @@ def class_labels(config: dict) -> list[str]:
 
 def build_classifier(checkpoint: Checkpoint, vocab: PrunedVocab):
     """The dygraph ErnieForSequenceClassification with the pruned table."""
-    import paddle
     from paddlenlp.transformers import ErnieConfig, ErnieForSequenceClassification
 
     config = ErnieConfig.from_dict(dict(checkpoint.config))
@@ -36,15 +35,7 @@ def build_classifier(checkpoint: Checkpoint, vocab: PrunedVocab):
     config.pad_token_id = int(vocab.old_to_new[pad_id])
     config.num_labels = len(class_labels(checkpoint.config))
     weights = prune_rows(checkpoint.load_weights(), [WORD_EMBEDDINGS], vocab)
-    # LazyGuard skips the random initialisation that set_state_dict overwrites
-    # anyway (seconds for a 40k x 768 table).
-    with paddle.LazyGuard():
-        model = ErnieForSequenceClassification(config)
-    missing, unexpected = model.set_state_dict(weights)
-    if missing:
-        raise ValueError(f"{checkpoint.weights_path}: weights missing for {missing[:5]}")
-    model.eval()
-    return model
+    return checkpoint.build_model(ErnieForSequenceClassification, config, weights)
 
 
 def export_classifier(checkpoint: Checkpoint, vocab: PrunedVocab, model_dir: str) -> None:

@@ -42,7 +42,6 @@ def special_ids(config: dict, vocab: PrunedVocab) -> SpecialIds:
 def build_generator(checkpoint: Checkpoint, vocab: PrunedVocab):
     """The dygraph UNIMOLMHeadModel with the pruned table; the LM head is tied
     to the word embeddings, so it scores only the kept ids."""
-    import paddle
     from paddlenlp.transformers import UNIMOConfig, UNIMOLMHeadModel
 
     config = UNIMOConfig.from_dict(dict(checkpoint.config))
@@ -53,13 +52,7 @@ def build_generator(checkpoint: Checkpoint, vocab: PrunedVocab):
             setattr(config, key, int(vocab.old_to_new[int(getattr(config, key))]))
     weights = checkpoint.load_weights()
     weights = prune_rows(weights, [name for name in VOCABULARY_ROWS if name in weights], vocab)
-    with paddle.LazyGuard():
-        model = UNIMOLMHeadModel(config)
-    missing, _ = model.set_state_dict(weights)
-    if missing:
-        raise ValueError(f"{checkpoint.weights_path}: weights missing for {missing[:5]}")
-    model.eval()
-    return model
+    return checkpoint.build_model(UNIMOLMHeadModel, config, weights)
 
 
 def export_generator(checkpoint: Checkpoint, vocab: PrunedVocab, model_dir: str) -> None:
