@@ -1,7 +1,7 @@
 """The standard method vs the harness on a demo workload, in one run.
 
     .venv/bin/python -m scripts.benchmark classify [--rows 2000] [-- harness options]
-    .venv/bin/python -m scripts.benchmark generate [--rows 200]  [-- harness options]
+    .venv/bin/python -m scripts.benchmark generate [--rows 200] [--decode beam] [-- harness options]
     .venv/bin/python -m scripts.benchmark tokenizer               (every demo review, one process each side)
 
 Both sides are timed end to end as a user runs them: a fresh process that
@@ -86,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=None, help="demo rows; default 2000 (classify), 200 (generate)")
     parser.add_argument("--max-seq-len", type=int, default=128)
     parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--decode", choices=["greedy", "beam"], default="greedy", help="generation, both sides")
+    parser.add_argument("--num-beams", type=int, default=4, help="generation with --decode beam, both sides")
     parser.add_argument("--harness-repeat", type=int, default=3, help="warm harness runs (median reported)")
     parser.add_argument("--standard-threads", type=int, default=os.cpu_count() or 1,
                         help="math threads of the standard method's process (OMP_NUM_THREADS); Paddle's "
@@ -97,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     demo = make_demo(rows)
     shared = ["--max-seq-len", str(args.max_seq_len)]
     if args.task == "generate":
-        shared += ["--max-new-tokens", str(args.max_new_tokens)]
+        shared += ["--max-new-tokens", str(args.max_new_tokens), "--decode", args.decode,
+                   "--num-beams", str(args.num_beams)]
 
     with tempfile.TemporaryDirectory(prefix="benchmark_") as tmp:
         def harness(output: str, *extra: str) -> list[str]:
