@@ -18,7 +18,7 @@ from preprocess.tokenize_shards import Framing, encode_rows
 from preprocess.wordpiece import read_vocab
 from predictor.batching import length_sorted_batches, padding_ratio
 from predictor.checkpoint import CheckpointError, read_checkpoint
-from predictor.engine import EngineOptions
+from predictor.engine import ONNX_TASKS, EngineOptions, choose_engine
 from predictor.pruning import full_vocab, prune_vocab
 from predictor.workers import RunnerSpec, WorkerPool, plan_engine_options, visible_gpu_ids
 from submit.merge import merge_in_input_order
@@ -53,8 +53,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="padded tokens per batch (rows x longest row)")
     parser.add_argument("--max-seq-len", type=int, default=128,
                         help="longer inputs are truncated, and counted in the timing report")
-    parser.add_argument("--precision", choices=["auto", "fp32", "fp16"], default="auto",
-                        help="auto: fp16 on GPU, fp32 on CPU")
+    parser.add_argument("--engine", choices=["auto", "paddle", "onnxruntime"], default="auto",
+                        help="auto: ONNX Runtime on CPU for classification (converted from the exported program "
+                             "with paddle2onnx, checked against it), Paddle Inference on GPU and for generation")
+    parser.add_argument("--precision", choices=["auto", "fp32", "fp16", "int8"], default="auto",
+                        help="auto: fp16 on GPU, fp32 on CPU; int8 (CPU, ONNX Runtime) runs under an accuracy "
+                             "guard that keeps layers in fp32 until --min-agreement holds")
+    parser.add_argument("--min-agreement", type=float, default=0.995,
+                        help="int8: least label agreement with fp32 on held-back rows of this input")
     parser.add_argument("--tensorrt", action="store_true",
                         help="GPU classification: convert the exported program with paddle.tensorrt (engines "
                              "built for up to --max-batch-rows rows, default 256, of --max-seq-len tokens)")
@@ -137,13 +143,16 @@ def special_token_ids(vocab_path: str) -> np.ndarray:
 
 def engine_options(args: argparse.Namespace, task: str) -> EngineOptions:
     precision = args.precision if args.precision != "auto" else ("fp16" if args.device == "gpu" else "fp32")
+    engine = choose_engine(args.engine, args.device, task)
+    if precision == "int8" and task not in ONNX_TASKS:
+        raise ValueError(f"--precision int8 is not available for {task}")
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
     # Decoding feeds a new cache length every step. Capacity 0 keys oneDNN's
     # primitives and reordered weights per op instead of per input shape, so
     # they are built once (measured: steps 1.7x faster and 3 GB less memory
     # on the 12-layer demo than with Paddle's default of 10).
     cache_capacity = 0 if task == "generate" else EngineOptions.onednn_cache_capacity
-    return EngineOptions(device=args.device, precision=precision, cpu_threads=threads,
+    return EngineOptions(engine=engine, device=args.device, precision=precision, cpu_threads=threads,
                          onednn_cache_capacity=cache_capacity, tensorrt=args.tensorrt)
 
 
@@ -174,6 +183,17 @@ class ClassifyTask:
             return
         self.tensorrt.export_converted(export_into, folder, self.classify.INPUT_NAMES, self.tensorrt_shapes,
                                   engine_options(self.args, self.name).precision)
+
+    def transformer_shape(self):
+        from predictor.onnx_conversion import TransformerShape
+
+        config = self.checkpoint.config
+        return TransformerShape(num_heads=int(config["num_attention_heads"]), hidden_size=int(config["hidden_size"]))
+
+    @staticmethod
+    def agreement(reference: list, candidate: list) -> float:
+        """Label agreement between two runs' per-batch probabilities."""
+        return float(np.mean(np.concatenate(reference).argmax(-1) == np.concatenate(candidate).argmax(-1)))
 
     def runner_settings(self, vocab):
         return None
@@ -261,7 +281,10 @@ def run_once(args: argparse.Namespace, progress: Progress) -> dict:
     with timer.stage("load"):
         checkpoint = read_checkpoint(args.model_dir)
         task = TASKS[checkpoint.task if args.task == "auto" else args.task](args, checkpoint)
-        options = engine_options(args, task.name)
+        try:
+            options = engine_options(args, task.name)
+        except ValueError as err:  # an option this checkpoint's task cannot take
+            raise CheckpointError(f"{args.model_dir}: {err}") from None
         gpu_ids = visible_gpu_ids() if options.device == "gpu" else None
         options_per_worker = plan_engine_options(options, args.workers, gpu_ids)
 
@@ -284,19 +307,44 @@ def run_once(args: argparse.Namespace, progress: Progress) -> dict:
         model_input = encoded.with_token_ids(vocab.to_pruned(encoded.token_ids))
         pad_id = int(vocab.old_to_new[int(checkpoint.config.get("pad_token_id") or 0)])
 
+    batches = length_sorted_batches(model_input.lengths, args.token_budget, task.max_batch_rows)
     with timer.stage("export"):
         from predictor.export import cached_export, export_key
 
         key = export_key({"task": task.name, "weights": checkpoint.weights_digest(), "vocab": vocab.digest(),
-                          "precision": options.precision, "device": options.device, **task.export_key_parts()})
+                          "precision": "fp32" if options.precision == "int8" else options.precision,
+                          "device": options.device, **task.export_key_parts()})
         model_dir, export_cached = cached_export(args.cache_dir, key, lambda folder: task.export(vocab, folder))
+        engine_steps = {}
+        if options.engine == "onnxruntime":
+            from predictor.onnx_conversion import cached_onnx_model
+
+            # Probe the conversion on the longest and the shortest batch of this input.
+            probe = list(task.jobs(model_input, [batches[0], batches[-1]], pad_id))
+            model_dir, engine_steps["onnx"] = cached_onnx_model(args.cache_dir, key, model_dir,
+                                                                task.transformer_shape(), probe, options.cpu_threads)
+
+    with timer.stage("quantize"):
+        if options.precision == "int8":
+            from predictor.batching import batches_of_rows
+            from predictor.quantize import GuardSamples, GuardSettings, cached_int8_model, guard_rows
+
+            def guard_samples() -> GuardSamples:
+                held_back, calibration = guard_rows(len(model_input))
+                feeds = [list(task.jobs(model_input, batches_of_rows(rows, model_input.lengths, args.token_budget,
+                                                                     task.max_batch_rows), pad_id))
+                         for rows in (held_back, calibration)]
+                return GuardSamples(feeds[0], feeds[1], len(held_back), len(calibration))
+
+            model_dir, engine_steps["int8"] = cached_int8_model(
+                args.cache_dir, engine_steps["onnx"]["key"], model_dir, model_input.digest(), guard_samples,
+                task.agreement, options.cpu_threads, GuardSettings.for_this_cpu(args.min_agreement))
 
     with timer.stage("load"):
         settings = task.runner_settings(vocab)
         pool = WorkerPool([RunnerSpec(task.name, model_dir, o, settings) for o in options_per_worker])
 
     with timer.stage("predict"), pool:
-        batches = length_sorted_batches(model_input.lengths, args.token_budget, task.max_batch_rows)
         with progress.bar(len(batches), "predict") as bar:
             results = list(pool.map(task.jobs(model_input, batches, pad_id), on_done=bar.update))
 
@@ -313,8 +361,10 @@ def run_once(args: argparse.Namespace, progress: Progress) -> dict:
         "padding_ratio": round(padding_ratio(batches, encoded.lengths), 4),
         "vocab": {"full": vocab.full_size, "kept": vocab.size, "pruned": not vocab.is_identity,
                   "embedding_bytes_saved": vocab.embedding_bytes_saved(int(checkpoint.config["hidden_size"]))},
+        "export_key": key,
         "export_cached": export_cached,
         "engine": options.describe(),
+        **engine_steps,
         "workers": pool.processes,
         "tokenizer_workers": args.tokenizer_workers,
         **task.report(results, merged),

@@ -1,32 +1,36 @@
-"""The engine seam: one Paddle Inference predictor over an exported program.
+"""The engine seam: options, the choice of engine, and `open_engine`.
 
 EngineOptions is plain data (what tests inspect and the timing report
-prints); `paddle_config` is the single place where CPU and GPU differ. The
-pipeline and the task runners only ever call `Engine.run`.
+prints). Every engine behind the seam maps named numpy inputs to numpy
+outputs with `run(feeds)`; one file each:
 
-Paddle 3.3.1 facts this relies on (checked on the CPU build here):
-- programs saved by paddle.jit.save are PIR `.json` files; the predictor
-  detects PIR from the suffix, and `switch_ir_optim` has no effect on them;
-- `enable_memory_optim()` makes create_predictor fail on PIR programs unless
-  the new executor is on, which then switches it off anyway: never call it;
-- oneDNN's primitive cache is keyed by input shape; capacity 10 keeps memory
-  bounded with length-sorted batches of many different widths.
+- predictor/engine_paddle.py: Paddle Inference over the exported program
+  (GPU: FP16, fused passes, optional TensorRT; CPU: oneDNN);
+- predictor/engine_onnxruntime.py: ONNX Runtime over the program converted
+  by predictor/onnx_conversion.py (CPU: fp32, or INT8 through
+  predictor/quantize.py).
+
+`auto` takes ONNX Runtime on CPU where the task's model converts (measured
+faster on this project's machine: Paddle Inference 3.3.1's PIR CPU passes
+fuse matmul + activation only, ONNX Runtime fuses attention, layer norms and
+GELU) and Paddle Inference on GPU. Only this file and the two engine files
+know which engine runs.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, replace
 
-import numpy as np
-
+ENGINES = ("paddle", "onnxruntime")
 DEVICES = ("cpu", "gpu")
-PRECISIONS = ("fp32", "fp16")
-PROGRAM_FILE = "inference.json"
-PARAMS_FILE = "inference.pdiparams"
+PRECISIONS = ("fp32", "fp16", "int8")
+# Tasks whose exported programs convert to ONNX (generation's cached decoding
+# programs run on Paddle Inference).
+ONNX_TASKS = ("classify",)
 
 
 @dataclass(frozen=True)
 class EngineOptions:
+    engine: str = "paddle"
     device: str = "cpu"
     precision: str = "fp32"
     cpu_threads: int = 1           # math-library threads per worker process
@@ -37,14 +41,22 @@ class EngineOptions:
     tensorrt: bool = False         # the program was converted by predictor/tensorrt.py at export
 
     def __post_init__(self):
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.device == "cpu" and self.precision != "fp32":
+        if self.device == "cpu" and self.precision == "fp16":
             # oneDNN has no fp16 path for these ops, and bf16 is simulated (about
             # 100x slower) on CPUs without avx512_bf16/AMX.
-            raise ValueError("precision fp16 needs --device gpu; the CPU path runs fp32")
+            raise ValueError("precision fp16 needs --device gpu; the CPU path runs fp32 or int8")
+        if self.precision == "int8" and self.engine != "onnxruntime":
+            # oneDNN INT8 needs legacy-IR passes that PIR programs (Paddle 3.x) cannot use.
+            raise ValueError("precision int8 runs on the ONNX Runtime engine (CPU); Paddle Inference has no "
+                             "INT8 for PIR programs")
+        if self.engine == "onnxruntime" and self.device != "cpu":
+            raise ValueError("the ONNX Runtime engine is the CPU path; --device gpu runs Paddle Inference")
         if self.device == "cpu" and self.tensorrt:
             raise ValueError("TensorRT needs --device gpu")
         if self.cpu_threads < 1:
@@ -57,52 +69,19 @@ class EngineOptions:
         return asdict(self)
 
 
-def paddle_config(model_dir: str, options: EngineOptions):
-    from paddle import inference
-
-    config = inference.Config(os.path.join(model_dir, PROGRAM_FILE), os.path.join(model_dir, PARAMS_FILE))
-    config.disable_glog_info()
-    if options.device == "cpu":
-        config.disable_gpu()
-        config.set_cpu_math_library_num_threads(options.cpu_threads)
-        if options.onednn:
-            config.enable_onednn()
-            config.set_onednn_cache_capacity(options.onednn_cache_capacity)
-        else:
-            config.disable_onednn()
-    else:
-        # Half turns on PIR's auto_mixed_precision_pass; inputs and outputs stay
-        # int64/fp32 so the pipeline code is the same for both precisions. A
-        # TensorRT-converted program already carries its engines' precision
-        # (predictor/tensorrt.py), so it loads as a plain fp32 program.
-        half = options.precision == "fp16" and not options.tensorrt
-        precision = inference.PrecisionType.Half if half else inference.PrecisionType.Float32
-        config.enable_use_gpu(options.gpu_memory_pool_mb, options.gpu_id, precision)
-        # Level 3 runs the whole PIR GPU pass list: embedding_eltwise_layernorm,
-        # multihead_matmul / fused_flash_attn, fc + fc_elementwise_layernorm and
-        # add_norm fusions (the FasterTransformer-derived kernels).
-        config.set_optimization_level(3)
-    return config
+def choose_engine(requested: str, device: str, task: str) -> str:
+    """`--engine auto|paddle|onnxruntime` -> the engine that runs."""
+    if requested != "auto":
+        return requested
+    return "onnxruntime" if device == "cpu" and task in ONNX_TASKS else "paddle"
 
 
-class Engine:
-    """A loaded predictor; `run` maps named numpy inputs to numpy outputs."""
+def open_engine(model_dir: str, options: EngineOptions):
+    """The loaded engine for a model folder prepared for `options`."""
+    if options.engine == "onnxruntime":
+        from predictor.engine_onnxruntime import OnnxRuntimeEngine
 
-    def __init__(self, model_dir: str, options: EngineOptions):
-        from paddle import inference
+        return OnnxRuntimeEngine(model_dir, options)
+    from predictor.engine_paddle import PaddleEngine
 
-        self.options = options
-        self._predictor = inference.create_predictor(paddle_config(model_dir, options))
-        self.input_names = list(self._predictor.get_input_names())
-        self._outputs = [self._predictor.get_output_handle(n) for n in self._predictor.get_output_names()]
-
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        for name in self.input_names:
-            self._predictor.get_input_handle(name).copy_from_cpu(np.ascontiguousarray(feeds[name]))
-        self._predictor.run()
-        return [handle.copy_to_cpu() for handle in self._outputs]
-
-    def run_tensors(self, inputs: list) -> list:
-        """Paddle tensors in, paddle tensors out, without numpy copies (for
-        state such as a decoder's key/value cache that goes straight back in)."""
-        return self._predictor.run(inputs)
+    return PaddleEngine(model_dir, options)

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from typing import Callable
 
-from predictor.engine import PROGRAM_FILE
+from predictor.engine_paddle import PROGRAM_FILE
 
 # Bump when the exported programs' inputs/outputs change meaning.
 EXPORT_FORMAT = 1

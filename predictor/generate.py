@@ -15,7 +15,8 @@ import numpy as np
 
 from predictor.checkpoint import Checkpoint
 from predictor.decoding import DecodeSettings, SpecialIds, decode
-from predictor.engine import Engine, EngineOptions
+from predictor.engine import EngineOptions
+from predictor.engine_paddle import PaddleEngine
 from predictor.pruning import PrunedVocab, prune_rows
 from predictor.unimo_programs import PROMPT_PROGRAM, STEP_PROGRAM, export_unimo_programs
 
@@ -99,11 +100,11 @@ class CachedDecoder:
         import paddle
 
         self._paddle = paddle
-        self.prompt_engine = Engine(os.path.join(model_dir, PROMPT_PROGRAM), options)
-        self.step_engine = Engine(os.path.join(model_dir, STEP_PROGRAM), options)
+        self.prompt_engine = PaddleEngine(os.path.join(model_dir, PROMPT_PROGRAM), options)
+        self.step_engine = PaddleEngine(os.path.join(model_dir, STEP_PROGRAM), options)
         self.engine_s = 0.0  # running total inside the predictors, for the loop-overhead figure
 
-    def _timed_run(self, engine: Engine, inputs: list) -> list:
+    def _timed_run(self, engine: PaddleEngine, inputs: list) -> list:
         started = time.perf_counter()
         outputs = engine.run_tensors(inputs)
         self.engine_s += time.perf_counter() - started

@@ -14,13 +14,14 @@ import sys
 import time
 from contextlib import contextmanager
 
-STAGES = ("load", "read", "tokenize", "prune", "export", "predict", "write")
+STAGES = ("load", "read", "tokenize", "prune", "export", "quantize", "predict", "write")
 STAGE_TITLES = {
     "load": "environment and model load",
     "read": "read and validate",
     "tokenize": "tokenize",
     "prune": "prune vocabulary",
     "export": "export static model",
+    "quantize": "int8 accuracy guard",
     "predict": "predict",
     "write": "merge and write",
 }

@@ -84,6 +84,7 @@ def run_pipeline(workdir, model_dir, texts, name, *options):
 @pytest.mark.parametrize("options", [
     ["--workers", "2", "--threads", "1", "--token-budget", "256"],   # several processes, small batches
     ["--no-prune", "--token-budget", "100000"],                       # one process, one batch, full table
+    ["--engine", "paddle"],                                           # Paddle Inference instead of ONNX Runtime
 ])
 def test_harness_matches_the_standard_method_in_input_order(workdir, model_dir, texts, reference, options):
     submission, report = run_pipeline(workdir, model_dir, texts, "order", *options)
@@ -94,9 +95,10 @@ def test_harness_matches_the_standard_method_in_input_order(workdir, model_dir, 
     assert submission["label"].tolist() == expected_labels.tolist()
     assert report["rows"] == len(texts)
     assert report["truncated_rows"] == untruncated_longer_than(model_dir, texts, 64) > 0
+    assert report["engine"]["engine"] == ("paddle" if "paddle" in options else "onnxruntime")
     if "--no-prune" in options:
         assert report["vocab"]["kept"] == report["vocab"]["full"] == 6000
-    else:
+    elif "--workers" in options:
         assert report["workers"] == 2 and report["batches"] > 2
         assert report["vocab"]["kept"] < 1000
 

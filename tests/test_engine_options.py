@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from predictor.engine import EngineOptions, paddle_config
+from predictor.engine import EngineOptions
+from predictor.engine_paddle import paddle_config
 from predictor.workers import plan_engine_options
 
 

@@ -1,0 +1,242 @@
+"""Export step: the fp32 ONNX model -> INT8, under an accuracy guard.
+
+Plain dynamic INT8 of a whole ERNIE can move labels (seen: 87% agreement
+with fp32 on an input-sensitive classifier), so nothing here is trusted
+without a measurement, in the spirit of SAMP (adaptive mixed-precision
+post-training quantisation):
+
+1. quantise every encoder layer's matrix multiplies and attention
+   (per-channel int8 weights; the pooler and classifier head stay fp32: a
+   [rows, hidden] product is no time and the most sensitive part);
+2. compare with the fp32 model on a held-back sample of the run's own rows;
+3. if label agreement is under `min_agreement`, measure each layer's
+   sensitivity (only that layer quantised, mean output change on a separate
+   calibration sample) and return layers to fp32, most sensitive first, one
+   at a time, until the held-back agreement holds;
+4. if it never holds, the fp32 model is used and the report says so.
+
+The result is cached per (fp32 model, digest of the input, settings), so a repeated
+run on the same checkpoint and data only loads it; the report records what
+was quantised, what was kept in fp32, every agreement measured and the time
+the guard took.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+
+from predictor.engine_onnxruntime import ONNX_FILE, load_session
+
+GUARD_REPORT = "int8.json"
+QUANTISED_OPS = ("MatMul", "Attention")
+# A post-LayerNorm encoder layer ends in two (Skip)LayerNormalization ops, so
+# counting them places each weighted op in its layer.
+LAYER_NORMS = ("EmbedLayerNormalization", "SkipLayerNormalization", "LayerNormalization")
+
+
+def cpu_has_vnni() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_vnni" in flags or "avx_vnni" in flags or "amx_int8" in flags
+
+
+@dataclass(frozen=True)
+class GuardSettings:
+    min_agreement: float = 0.995
+    # u8 activations times s8 weights go through AVX2's VPMADDUBSW on CPUs
+    # without VNNI, whose int16 pair sums can saturate; 7-bit weights cannot
+    # saturate it (ONNX Runtime's advice for such CPUs). With VNNI, full 8 bits.
+    reduce_range: bool = False
+
+    @classmethod
+    def for_this_cpu(cls, min_agreement: float) -> "GuardSettings":
+        return cls(min_agreement=min_agreement, reduce_range=not cpu_has_vnni())
+
+
+@dataclass(frozen=True)
+class GuardSamples:
+    held_back: list[dict]    # feeds whose fp32/int8 label agreement decides
+    calibration: list[dict]  # feeds for per-layer sensitivity, disjoint rows
+    held_back_rows: int
+    calibration_rows: int
+
+
+def weighted_nodes_by_layer(model) -> tuple[list[list[str]], list[str]]:
+    """(names of each encoder layer's quantisable ops, those of the head).
+    The embeddings end in one norm and each layer in two, so a weighted op
+    after n norms belongs to layer (n - 1) // 2; past the last layer is the
+    head (pooler, classifier)."""
+    initializers = {t.name for t in model.graph.initializer}
+    placed: list[tuple[int, str]] = []
+    norms_seen = 0
+    for node in model.graph.node:
+        if node.op_type in LAYER_NORMS:
+            norms_seen += 1
+        elif node.op_type in QUANTISED_OPS and len(node.input) > 1 and node.input[1] in initializers:
+            placed.append(((norms_seen - 1) // 2, node.name))
+    layer_count = max(0, (norms_seen - 1) // 2)
+    layers = [[name for layer, name in placed if layer == i] for i in range(layer_count)]
+    head = [name for layer, name in placed if not 0 <= layer < layer_count]
+    return layers, head
+
+
+def per_column_int8(weight: np.ndarray, levels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-column int8 (zero point 0): (quantised weight, scale per column)."""
+    scale = np.abs(weight).max(axis=0) / levels
+    scale[scale == 0] = 1.0
+    return np.clip(np.rint(weight / scale), -levels, levels).astype(np.int8), scale.astype(np.float32)
+
+
+def quantised(model, int8_nodes: set[str], reduce_range: bool):
+    """A copy of `model` whose named MatMul and Attention nodes take per-column
+    int8 weights and quantise their input on the fly (ONNX Runtime's
+    DynamicQuantizeMatMul and QAttention, the kernels its own dynamic
+    quantiser ends up running), built in memory in milliseconds, so the guard
+    can try many mixes of fp32 and int8 layers."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    weights = {t.name: t for t in model.graph.initializer}
+    levels = 63 if reduce_range else 127
+    nodes, new_weights = [], []
+    for node in model.graph.node:
+        if node.name not in int8_nodes:
+            nodes.append(node)
+            continue
+        w_name = node.input[1]
+        # ONNX Runtime's dynamic quantiser also always gives Attention 7-bit weights.
+        w_q, w_scale = per_column_int8(numpy_helper.to_array(weights[w_name]),
+                                       63 if node.op_type == "Attention" else levels)
+        new_weights += [numpy_helper.from_array(w_q, w_name + "_int8"),
+                        numpy_helper.from_array(w_scale, w_name + "_scale"),
+                        numpy_helper.from_array(np.zeros_like(w_scale, dtype=np.int8), w_name + "_zero")]
+        if node.op_type == "MatMul":
+            nodes.append(helper.make_node("DynamicQuantizeMatMul", [node.input[0], w_name + "_int8", w_name + "_scale",
+                                                                    w_name + "_zero"],
+                                          list(node.output), node.name + "_int8", domain="com.microsoft"))
+        else:  # Attention: input, weight, bias, mask[, ...] -> QAttention
+            x = node.input[0]
+            nodes.append(helper.make_node("DynamicQuantizeLinear", [x], [x + "_u8", x + "_scale", x + "_zero"],
+                                          node.name + "_input_u8"))
+            mask = node.input[3] if len(node.input) > 3 else ""
+            attention = helper.make_node("QAttention", [x + "_u8", w_name + "_int8", node.input[2], x + "_scale",
+                                                        w_name + "_scale", mask, x + "_zero", w_name + "_zero"],
+                                         list(node.output), node.name + "_int8", domain="com.microsoft")
+            attention.attribute.extend(node.attribute)
+            nodes.append(attention)
+    used = {name for node in nodes for name in node.input}
+    graph = helper.make_graph(nodes, model.graph.name, model.graph.input, model.graph.output,
+                              [t for t in model.graph.initializer if t.name in used] + new_weights)
+    result = helper.make_model(graph, opset_imports=model.opset_import)
+    result.ir_version = model.ir_version
+    return result
+
+
+def run_all(model, feeds: list[dict], threads: int) -> list[np.ndarray]:
+    """First output of every feed, for a model path or an in-memory ModelProto."""
+    session = load_session(model if isinstance(model, str) else model.SerializeToString(), threads)
+    names = [i.name for i in session.get_inputs()]
+    return [session.run(None, {n: f[n] for n in names})[0] for f in feeds]
+
+
+def mean_change(outputs: list[np.ndarray], reference: list[np.ndarray]) -> float:
+    return float(np.mean(np.concatenate([np.abs(a - b).ravel() for a, b in zip(outputs, reference)])))
+
+
+def quantise_guarded(fp32_dir: str, folder: str, samples: GuardSamples,
+                     agreement: Callable[[list[np.ndarray], list[np.ndarray]], float],
+                     threads: int, settings: GuardSettings) -> dict:
+    """Write folder/model.onnx (INT8 where the guard allows, else fp32) and
+    folder/int8.json (the guard's report)."""
+    import onnx
+
+    started = time.perf_counter()
+    fp32_path = os.path.join(fp32_dir, ONNX_FILE)
+    fp32_model = onnx.load(fp32_path)
+    layers, head = weighted_nodes_by_layer(fp32_model)
+    reference = run_all(fp32_path, samples.held_back, threads)
+    kept = {}
+    report = {"settings": asdict(settings), "held_back_rows": samples.held_back_rows,
+              "calibration_rows": samples.calibration_rows, "layers": len(layers), "head_kept_fp32": head,
+              "attempts": []}
+
+    def int8_layers(fp32_layers: list[int]):
+        return quantised(fp32_model, {name for i, group in enumerate(layers) if i not in fp32_layers for name in group},
+                         settings.reduce_range)
+
+    def held_back_agreement(fp32_layers: list[int]) -> float:
+        kept["model"] = int8_layers(fp32_layers)
+        value = agreement(run_all(kept["model"], samples.held_back, threads), reference)
+        report["attempts"].append({"fp32_layers": list(fp32_layers), "agreement": round(value, 5)})
+        return value
+
+    if not layers:
+        raise ValueError(f"{fp32_path}: no encoder layers recognised (no fused layer norms); cannot quantise")
+    fp32_layers: list[int] = []
+    value = held_back_agreement(fp32_layers)
+    if value < settings.min_agreement:
+        calibration_reference = run_all(fp32_path, samples.calibration, threads)
+        sensitivity = []
+        for i in range(len(layers)):
+            only_i = int8_layers([j for j in range(len(layers)) if j != i])
+            sensitivity.append(mean_change(run_all(only_i, samples.calibration, threads), calibration_reference))
+        report["layer_sensitivity"] = [round(s, 6) for s in sensitivity]
+        for i in np.argsort(sensitivity)[::-1].tolist():
+            fp32_layers.append(i)
+            if len(fp32_layers) == len(layers):
+                break  # all in fp32: that is the fp32 model
+            value = held_back_agreement(fp32_layers)
+            if value >= settings.min_agreement:
+                break
+    target = os.path.join(folder, ONNX_FILE)
+    if value >= settings.min_agreement:
+        onnx.save(kept["model"], target)
+        report.update(int8=True, agreement=round(value, 5), fp32_layers=sorted(fp32_layers),
+                      int8_layers=[i for i in range(len(layers)) if i not in fp32_layers])
+    else:
+        shutil.copyfile(fp32_path, target)
+        report.update(int8=False, agreement=1.0, fp32_layers=list(range(len(layers))), int8_layers=[],
+                      reason=f"no INT8 mix reached {settings.min_agreement} label agreement with fp32; running fp32")
+    report["guard_s"] = round(time.perf_counter() - started, 2)
+    with open(os.path.join(folder, GUARD_REPORT), "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+    return report
+
+
+def guard_rows(rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(held-back rows, calibration rows) of an input of `rows` rows: a tenth
+    of it held back (at least 256, at most 1000 rows: one changed label in
+    256 is 0.4%) and up to 64 others for sensitivity; a small input shares
+    its rows between the two. Every fp32 and int8 pass of the guard runs on
+    these samples only, which bounds what it costs."""
+    order = np.random.default_rng(seed).permutation(rows)
+    held = min(rows, max(256, rows // 10), 1000)
+    calibration = order[held:held + 64]
+    return np.sort(order[:held]), np.sort(calibration if len(calibration) else order[:held])
+
+
+def cached_int8_model(cache_dir: str, onnx_key: str, onnx_dir: str, data_digest: str,
+                      samples: Callable[[], GuardSamples],
+                      agreement: Callable[[list[np.ndarray], list[np.ndarray]], float],
+                      threads: int, settings: GuardSettings) -> tuple[str, dict]:
+    """(folder of the guarded model.onnx, guard report), once per fp32 model,
+    input data and guard settings."""
+    import onnxruntime
+
+    from predictor.export import cached_export, export_key
+    from predictor.onnx_conversion import read_report
+
+    key = export_key({"from": onnx_key, "step": "int8", "data": data_digest, "settings": asdict(settings),
+                      "onnxruntime": onnxruntime.__version__})
+    folder, cached = cached_export(cache_dir, key, lambda target: quantise_guarded(
+        onnx_dir, target, samples(), agreement, threads, settings))
+    return folder, {**read_report(folder, GUARD_REPORT), "cached": cached, "key": key}

@@ -1,0 +1,163 @@
+"""The ONNX Runtime engine: conversion equal to the Paddle program, the INT8
+accuracy guard's decisions, and the cache keys of every export step."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import onnx
+import pytest
+
+import pipeline
+from predictor.checkpoint import read_checkpoint
+from predictor.classify import export_classifier
+from predictor.engine import EngineOptions, choose_engine
+from predictor.engine_onnxruntime import ONNX_FILE
+from predictor.engine_paddle import PaddleEngine
+from predictor.onnx_conversion import TransformerShape, convert, run_session
+from predictor.pruning import full_vocab
+from predictor.quantize import GuardSamples, GuardSettings, quantise_guarded, weighted_nodes_by_layer
+from tests.tiny_checkpoints import TINY_ERNIE, review_texts, tiny_classifier, write_reviews_csv
+
+SHAPE = TransformerShape(num_heads=TINY_ERNIE["num_attention_heads"], hidden_size=TINY_ERNIE["hidden_size"])
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("onnx"))
+
+
+@pytest.fixture(scope="module")
+def feeds():
+    """Right-padded batches of random ids, one with a [PAD] inside a row."""
+    rng = np.random.default_rng(0)
+    batches = []
+    for rows, width in ((5, 30), (3, 9)):
+        ids = rng.integers(5, TINY_ERNIE["vocab_size"], size=(rows, width))
+        ids[:, 0] = 1
+        ids[1, width // 2:] = 0
+        ids[2, 3] = 0
+        batches.append({"input_ids": ids, "token_type_ids": np.zeros_like(ids)})
+    return batches
+
+
+@pytest.fixture(scope="module")
+def paddle_dir(workdir):
+    folder = os.path.join(workdir, "paddle")
+    export_classifier(read_checkpoint(tiny_classifier(workdir)), full_vocab(TINY_ERNIE["vocab_size"]), folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def onnx_dir(workdir, paddle_dir, feeds):
+    folder = os.path.join(workdir, "onnx")
+    os.makedirs(folder)
+    convert(paddle_dir, folder, SHAPE, feeds, threads=1)
+    return folder
+
+
+def test_auto_engine_is_onnx_runtime_on_cpu_and_paddle_elsewhere():
+    assert choose_engine("auto", "cpu", "classify") == "onnxruntime"
+    assert choose_engine("auto", "gpu", "classify") == "paddle"
+    assert choose_engine("auto", "cpu", "generate") == "paddle"
+    assert choose_engine("paddle", "cpu", "classify") == "paddle"
+    with pytest.raises(ValueError, match="ONNX Runtime engine is the CPU path"):
+        EngineOptions(engine="onnxruntime", device="gpu")
+    with pytest.raises(ValueError, match="int8 runs on the ONNX Runtime engine"):
+        EngineOptions(engine="paddle", precision="int8")
+
+
+def test_fused_onnx_model_equals_the_paddle_program(onnx_dir, paddle_dir, feeds):
+    with open(os.path.join(onnx_dir, "conversion.json"), encoding="utf-8") as f:
+        report = json.load(f)
+    assert report["fusions_kept"] is True
+    # Every layer but the last (which attends from [CLS] only) fuses into one Attention op.
+    assert report["fused_ops"]["Attention"] == TINY_ERNIE["num_hidden_layers"] - 1
+    assert report["fused_ops"]["SkipLayerNormalization"] == 2 * TINY_ERNIE["num_hidden_layers"]
+    paddle_engine = PaddleEngine(paddle_dir, EngineOptions())
+    got = run_session(os.path.join(onnx_dir, ONNX_FILE), feeds, threads=1)
+    for batch, outputs in zip(feeds, got):
+        assert np.abs(outputs[0] - paddle_engine.run(batch)[0]).max() < 1e-5
+
+
+def guard(onnx_dir, folder, feeds, min_agreement, agreement):
+    os.makedirs(folder)
+    samples = GuardSamples(held_back=feeds, calibration=feeds[:1], held_back_rows=8, calibration_rows=5)
+    return quantise_guarded(onnx_dir, folder, samples, agreement, threads=1,
+                            settings=GuardSettings(min_agreement=min_agreement))
+
+
+def int8_ops(folder) -> set[str]:
+    ops = {node.op_type for node in onnx.load(os.path.join(folder, ONNX_FILE)).graph.node}
+    return ops & {"DynamicQuantizeMatMul", "QAttention"}
+
+
+def closeness(reference, candidate) -> float:
+    """A stand-in agreement that falls with every quantised layer."""
+    return 1.0 - max(float(np.abs(a - b).max()) for a, b in zip(reference, candidate))
+
+
+def test_guard_quantises_every_layer_when_agreement_holds(workdir, onnx_dir, feeds):
+    report = guard(onnx_dir, os.path.join(workdir, "int8_all"), feeds, 0.0, closeness)
+    assert report["int8"] is True and report["fp32_layers"] == []
+    assert report["int8_layers"] == list(range(TINY_ERNIE["num_hidden_layers"]))
+    assert len(report["attempts"]) == 1
+    assert int8_ops(os.path.join(workdir, "int8_all")) == {"DynamicQuantizeMatMul", "QAttention"}
+
+
+def test_guard_keeps_the_most_sensitive_layer_in_fp32_when_agreement_is_too_low(workdir, onnx_dir, feeds):
+    everything = guard(onnx_dir, os.path.join(workdir, "int8_probe"), feeds, 0.0, closeness)
+    too_low = everything["attempts"][0]["agreement"]
+    report = guard(onnx_dir, os.path.join(workdir, "int8_guarded"), feeds, too_low + 1e-6, closeness)
+    assert report["attempts"][0] == {"fp32_layers": [], "agreement": too_low}
+    most_sensitive = int(np.argmax(report["layer_sensitivity"]))
+    assert report["attempts"][1]["fp32_layers"] == [most_sensitive]
+    assert most_sensitive in report["fp32_layers"]
+    if report["int8"]:
+        assert report["agreement"] >= too_low + 1e-6 and report["int8_layers"]
+    else:  # nothing passed: the fp32 model runs, and the report says why
+        assert "running fp32" in report["reason"] and not int8_ops(os.path.join(workdir, "int8_guarded"))
+
+
+def test_guard_falls_back_to_fp32_when_nothing_holds(workdir, onnx_dir, feeds):
+    report = guard(onnx_dir, os.path.join(workdir, "int8_never"), feeds, 1.0, lambda reference, candidate: 0.5)
+    assert report["int8"] is False and report["int8_layers"] == []
+    assert not int8_ops(os.path.join(workdir, "int8_never"))
+
+
+def test_layers_are_found_in_the_fused_graph(onnx_dir):
+    layers, head = weighted_nodes_by_layer(onnx.load(os.path.join(onnx_dir, ONNX_FILE)))
+    assert len(layers) == TINY_ERNIE["num_hidden_layers"]
+    # Fused layers: Attention + out-projection + two feed-forward MatMuls; the
+    # last layer's q/k/v stay three MatMuls (queries from [CLS] only).
+    assert [len(group) for group in layers] == [4, 6]
+
+
+def test_int8_run_reports_its_guard_and_cache_keys_follow_what_changed(workdir):
+    texts = review_texts(40, start=300)
+    model, other_model = tiny_classifier(workdir), tiny_classifier(workdir, seed=1)
+
+    def run(name, model_dir, rows, *options):
+        input_path = write_reviews_csv(os.path.join(workdir, f"{name}.csv"), rows)
+        output = os.path.join(workdir, f"{name}_out.csv")
+        assert pipeline.main([input_path, model_dir, output, "--quiet", "--max-seq-len", "64",
+                              "--cache-dir", os.path.join(workdir, "exports"), *options]) == 0
+        with open(output + ".timing.json", encoding="utf-8") as f:
+            return json.load(f)
+
+    fp32 = run("fp32", model, texts)
+    int8 = run("int8", model, texts, "--precision", "int8")
+    assert int8["engine"]["precision"] == "int8" and int8["int8"]["held_back_rows"] == 40
+    assert 0 <= int8["int8"]["agreement"] <= 1 and "guard_s" in int8["int8"]
+    # The Paddle export and its ONNX conversion are shared by both precisions.
+    assert int8["export_key"] == fp32["export_key"] and int8["onnx"]["key"] == fp32["onnx"]["key"]
+    assert int8["onnx"]["cached"] is True
+    again = run("int8_again", model, texts, "--precision", "int8")
+    assert again["int8"]["cached"] is True and again["int8"]["key"] == int8["int8"]["key"]
+    other_rows = run("other_rows", model, review_texts(40, start=400), "--precision", "int8")
+    assert other_rows["export_key"] != fp32["export_key"]  # other kept ids
+    assert other_rows["int8"]["key"] != int8["int8"]["key"]
+    other_weights = run("other_weights", other_model, texts)
+    assert other_weights["export_key"] != fp32["export_key"]
+    assert other_weights["onnx"]["key"] != fp32["onnx"]["key"]
