@@ -10,6 +10,7 @@ interrupted run never leaves a half-written program in the cache.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import shutil
@@ -22,10 +23,20 @@ from predictor.engine_paddle import PROGRAM_FILE
 EXPORT_FORMAT = 1
 
 
-def export_key(parts: dict) -> str:
-    import paddle
+def package_version(*distributions: str) -> str:
+    """The installed version of the first of `distributions` present, read from
+    package metadata: importing paddle only to learn its version would cost a
+    warm run about a second."""
+    for name in distributions:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "absent"
 
-    keyed = dict(parts, export_format=EXPORT_FORMAT, paddle=paddle.__version__)
+
+def export_key(parts: dict) -> str:
+    keyed = dict(parts, export_format=EXPORT_FORMAT, paddle=package_version("paddlepaddle", "paddlepaddle-gpu"))
     return hashlib.blake2b(json.dumps(keyed, sort_keys=True).encode(), digest_size=12).hexdigest()
 
 

@@ -135,12 +135,9 @@ def cached_onnx_model(cache_dir: str, paddle_key: str, paddle_dir: str, shape: T
                       probe: list[dict], threads: int) -> tuple[str, dict]:
     """(folder of model.onnx, conversion report), converted once per Paddle
     export and converter versions."""
-    import onnxruntime
-    import paddle2onnx
-
-    from predictor.export import cached_export, export_key
+    from predictor.export import cached_export, export_key, package_version
 
     key = export_key({"from": paddle_key, "step": "onnx", "opset": OPSET, "shape": vars(shape),
-                      "onnxruntime": onnxruntime.__version__, "paddle2onnx": paddle2onnx.__version__})
+                      "onnxruntime": package_version("onnxruntime"), "paddle2onnx": package_version("paddle2onnx")})
     folder, cached = cached_export(cache_dir, key, lambda target: convert(paddle_dir, target, shape, probe, threads))
     return folder, {**read_report(folder), "cached": cached, "key": key}

@@ -230,13 +230,11 @@ def cached_int8_model(cache_dir: str, onnx_key: str, onnx_dir: str, data_digest:
                       threads: int, settings: GuardSettings) -> tuple[str, dict]:
     """(folder of the guarded model.onnx, guard report), once per fp32 model,
     input data and guard settings."""
-    import onnxruntime
-
-    from predictor.export import cached_export, export_key
+    from predictor.export import cached_export, export_key, package_version
     from predictor.onnx_conversion import read_report
 
     key = export_key({"from": onnx_key, "step": "int8", "data": data_digest, "settings": asdict(settings),
-                      "onnxruntime": onnxruntime.__version__})
+                      "onnxruntime": package_version("onnxruntime")})
     folder, cached = cached_export(cache_dir, key, lambda target: quantise_guarded(
         onnx_dir, target, samples(), agreement, threads, settings))
     return folder, {**read_report(folder, GUARD_REPORT), "cached": cached, "key": key}
