@@ -99,6 +99,24 @@ def format_table(report: dict) -> str:
     if vocab and vocab.get("pruned"):
         lines.append(f"vocabulary pruned: {vocab['kept']} of {vocab['full']} ids kept, "
                      f"{vocab['embedding_bytes_saved'] / 2**20:.1f} MiB of embeddings saved")
+    engine = report.get("engine")
+    if engine:
+        lines.append(f"engine: {engine['engine']} ({engine['device']}, {engine['precision']}, "
+                     f"{engine['cpu_threads']} threads per worker)")
+    onnx = report.get("onnx")
+    if onnx:
+        fused = ", ".join(f"{op} {n}" for op, n in onnx["fused_ops"].items()) or "none"
+        kept = "kept" if onnx["fusions_kept"] else "NOT kept (outputs moved; unfused graph runs)"
+        lines.append(f"onnx: fusions {kept}: {fused}; max difference from the Paddle program "
+                     f"{onnx['fused_max_abs_diff']:.1e}")
+    int8 = report.get("int8")
+    if int8:
+        if int8["int8"]:
+            lines.append(f"int8: layers {int8['int8_layers']} int8, {int8['fp32_layers'] or 'none'} fp32; label "
+                         f"agreement with fp32 {int8['agreement']:.4f} on {int8['held_back_rows']} held-back rows "
+                         f"(guard {int8['guard_s']:.1f}s{', cached' if int8['cached'] else ''})")
+        else:
+            lines.append(f"int8: {int8['reason']} (guard {int8['guard_s']:.1f}s)")
     decoding = report.get("decoding")
     if decoding:
         lines.append(f"decoding: {decoding['decode_steps']} steps, loop overhead "
