@@ -3,10 +3,18 @@
 There is no model hub here, so the demo models have the real models' shapes
 and random weights from a fixed seed; they are saved with save_pretrained so
 the harness reads them exactly as it reads a user's fine-tuned checkpoint.
+The demo classifier's head is then fitted (logistic regression on the seeded
+encoder's pooled output over labelled reviews), so its labels depend on the
+input as a fine-tuned model's do, and accuracy and INT8 agreement mean
+something.
 """
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
 
 # ernie-3.0-medium-zh's shape.
 ERNIE_MEDIUM = dict(vocab_size=40000, hidden_size=768, num_hidden_layers=6, num_attention_heads=12,
@@ -15,7 +23,10 @@ ERNIE_MEDIUM = dict(vocab_size=40000, hidden_size=768, num_hidden_layers=6, num_
 LABELS = {0: "negative", 1: "positive"}
 
 
-def save_classifier(model_dir: str, vocab_path: str, seed: int = 0, **shape) -> None:
+def save_classifier(model_dir: str, vocab_path: str, seed: int = 0,
+                    fit_on: Sequence[tuple[str, int]] = (), max_seq_len: int = 128, **shape) -> HeadFit | None:
+    """Seeded encoder; with `fit_on` (text, label) pairs the classifier head is
+    fitted to them (fit_head), so the labels depend on the input."""
     import paddle
     from paddlenlp.transformers import ErnieConfig, ErnieForSequenceClassification, ErnieTokenizer
 
@@ -25,9 +36,83 @@ def save_classifier(model_dir: str, vocab_path: str, seed: int = 0, **shape) -> 
     paddle.seed(seed)
     model = ErnieForSequenceClassification(config)
     model.eval()
+    tokenizer = ErnieTokenizer(vocab_file=vocab_path)
+    fit = fit_head(model, tokenizer, fit_on, max_seq_len) if fit_on else None
     os.makedirs(model_dir, exist_ok=True)
     model.save_pretrained(model_dir)
-    ErnieTokenizer(vocab_file=vocab_path).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    return fit
+
+
+@dataclass(frozen=True)
+class HeadFit:
+    rows: int
+    train_accuracy: float
+    held_out_accuracy: float  # on the last fifth of `fit_on`, fitted on the rest first
+
+
+def pooled_features(model, tokenizer, texts: Sequence[str], max_seq_len: int, batch_rows: int = 32) -> np.ndarray:
+    """The pooler's output for each text, exactly what the head reads."""
+    import paddle
+
+    encoded = [tokenizer(text, max_length=max_seq_len, truncation=True)["input_ids"] for text in texts]
+    order = np.argsort([len(ids) for ids in encoded], kind="stable")  # less padding per batch
+    pad = int(model.config.pad_token_id or 0)
+    features = np.zeros((len(texts), model.config.hidden_size), dtype=np.float64)
+    with paddle.no_grad():
+        for start in range(0, len(order), batch_rows):
+            rows = order[start:start + batch_rows]
+            width = max(len(encoded[r]) for r in rows)
+            ids = np.full((len(rows), width), pad, dtype=np.int64)
+            for i, r in enumerate(rows):
+                ids[i, :len(encoded[r])] = encoded[r]
+            _, pooled = model.ernie(paddle.to_tensor(ids), token_type_ids=paddle.zeros_like(paddle.to_tensor(ids)))
+            features[rows] = pooled.numpy()
+    return features
+
+
+def logistic_regression(x: np.ndarray, y: np.ndarray, l2: float = 10.0, steps: int = 25) -> tuple[np.ndarray, float]:
+    """Ridge-penalised logistic regression by Newton's method: (w, b) with
+    P(y=1) = sigmoid(x @ w + b)."""
+    design = np.hstack([x, np.ones((len(x), 1))])
+    theta = np.zeros(design.shape[1])
+    penalty = np.full(design.shape[1], l2)
+    penalty[-1] = 0.0  # the intercept is not shrunk
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-design @ theta))
+        gradient = design.T @ (p - y) + penalty * theta
+        hessian = (design * (p * (1 - p))[:, None]).T @ design + np.diag(penalty)
+        theta -= np.linalg.solve(hessian, gradient)
+    return theta[:-1], float(theta[-1])
+
+
+def fit_head(model, tokenizer, fit_on: Sequence[tuple[str, int]], max_seq_len: int) -> HeadFit:
+    """Fits the two-class head on the pooled output of the seeded encoder.
+
+    Features are standardised for the fit, and the scaling is folded back into
+    the head's weights, so the saved checkpoint is a plain PaddleNLP classifier.
+    """
+    import paddle
+
+    texts, labels = [t for t, _ in fit_on], np.array([label for _, label in fit_on], dtype=np.float64)
+    features = pooled_features(model, tokenizer, texts, max_seq_len)
+    mean, std = features.mean(0), features.std(0) + 1e-6
+    scaled = (features - mean) / std
+
+    def accuracy(w, b, x, y):
+        return float(np.mean(((x @ w + b) > 0) == (y > 0.5)))
+
+    split = len(texts) * 4 // 5
+    w, b = logistic_regression(scaled[:split], labels[:split])
+    held_out = accuracy(w, b, scaled[split:], labels[split:])
+    w, b = logistic_regression(scaled, labels)
+    # softmax([-z/2, z/2]) = [1 - sigmoid(z), sigmoid(z)] for z = x.w + b.
+    weight = (w / std) / 2
+    bias = (b - float(mean @ (w / std))) / 2
+    head = model.classifier
+    head.weight.set_value(paddle.to_tensor(np.stack([-weight, weight], axis=1).astype("float32")))
+    head.bias.set_value(paddle.to_tensor(np.array([-bias, bias], dtype="float32")))
+    return HeadFit(len(texts), accuracy(w, b, scaled, labels), held_out)
 
 
 # unimo-text-1.0's shape; the special ids are the demo vocab's ([MASK] ends a
