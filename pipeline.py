@@ -16,9 +16,10 @@ import numpy as np
 from preprocess.input_table import ColumnNames, InputError, input_format, read_input_table
 from preprocess.tokenize_shards import Framing, encode_rows
 from preprocess.wordpiece import read_vocab
-from predictor.batching import length_sorted_batches, padding_ratio
+from predictor.batching import batches_of_rows, length_sorted_batches, padding_ratio
 from predictor.checkpoint import CheckpointError, read_checkpoint
 from predictor.engine import ONNX_TASKS, EngineOptions, choose_engine
+from predictor.low_margin import MarginRule, rerun_low_margin_rows
 from predictor.pruning import full_vocab, prune_vocab
 from predictor.workers import RunnerSpec, WorkerPool, plan_engine_options, visible_gpu_ids
 from submit.merge import merge_in_input_order
@@ -326,7 +327,6 @@ def run_once(args: argparse.Namespace, progress: Progress) -> dict:
 
     with timer.stage("quantize"):
         if options.precision == "int8":
-            from predictor.batching import batches_of_rows
             from predictor.quantize import GuardSamples, GuardSettings, cached_int8_model, guard_rows
 
             def guard_samples() -> GuardSamples:
@@ -336,9 +336,10 @@ def run_once(args: argparse.Namespace, progress: Progress) -> dict:
                          for rows in (held_back, calibration)]
                 return GuardSamples(feeds[0], feeds[1], len(held_back), len(calibration))
 
+            fp32_dir = model_dir
             model_dir, engine_steps["int8"] = cached_int8_model(
                 args.cache_dir, engine_steps["onnx"]["key"], model_dir, model_input.digest(), guard_samples,
-                task.agreement, options.cpu_threads, GuardSettings.for_this_cpu(args.min_agreement))
+                options.cpu_threads, GuardSettings.for_this_cpu(args.min_agreement))
 
     with timer.stage("load"):
         settings = task.runner_settings(vocab)
@@ -351,6 +352,21 @@ def run_once(args: argparse.Namespace, progress: Progress) -> dict:
     with timer.stage("write"):
         pieces = zip((b.rows for b in batches), task.batch_outputs(results))
         merged = merge_in_input_order(len(table), pieces)
+
+    with timer.stage("rerun"):
+        rule = (engine_steps.get("int8") or {}).get("margin_rule")
+        if rule:
+            def run_fp32(rows: np.ndarray) -> list:
+                rerun_batches = batches_of_rows(rows, model_input.lengths, args.token_budget, task.max_batch_rows)
+                with WorkerPool([RunnerSpec(task.name, fp32_dir, o, settings) for o in options_per_worker]) as fp32:
+                    with progress.bar(len(rerun_batches), "fp32 re-run") as bar:
+                        outputs = fp32.map(task.jobs(model_input, rerun_batches, pad_id), on_done=bar.update)
+                        return merge_in_input_order(len(rows), zip(
+                            (np.searchsorted(rows, b.rows) for b in rerun_batches), task.batch_outputs(list(outputs))))
+
+            merged, engine_steps["rerun"] = rerun_low_margin_rows(merged, MarginRule.from_dict(rule), run_fp32)
+
+    with timer.stage("write"):
         write_table(task.submission(table.ids, merged, vocab), args.output)
 
     return run_report(timer, rows=len(table), tokens=int(encoded.lengths.sum()), extra={

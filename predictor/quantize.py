@@ -9,12 +9,16 @@ post-training quantisation):
    (per-channel int8 weights; the pooler and classifier head stay fp32: a
    [rows, hidden] product is no time and the most sensitive part);
 2. compare with the fp32 model on a held-back sample of the run's own rows;
-3. if label agreement is under `min_agreement`, measure each layer's
-   sensitivity (how much the mean output change on a separate calibration
-   sample shrinks when only that layer returns to fp32) and return layers
-   to fp32, most sensitive first, one at a time, until the held-back
-   agreement holds;
-4. if it never holds, the fp32 model is used and the report says so.
+3. if label agreement is under `min_agreement`, fit a low-margin rule
+   (predictor/low_margin.py: a logit offset, and a margin under which rows
+   are run again in fp32), check it on held-back rows it was not fitted on,
+   and cost the mix: its measured pass time plus the re-run, in fp32 passes;
+4. then measure each layer's sensitivity (how much the mean output change on
+   a separate calibration sample shrinks when only that layer returns to
+   fp32) and return layers to fp32, most sensitive first, one at a time,
+   costing each mix the same way, until agreement holds without re-runs;
+5. the cheapest mix wins if it costs less than fp32 alone; otherwise the
+   fp32 model is used and the report says so.
 
 The result is cached per (fp32 model, digest of the input, settings), so a repeated
 run on the same checkpoint and data only loads it; the report records what
@@ -33,8 +37,11 @@ from typing import Callable
 import numpy as np
 
 from predictor.engine_onnxruntime import ONNX_FILE, load_session
+from predictor.low_margin import MarginRule, corrected, cross_checked_agreement, fit_margin_rule, rows_to_rerun
 
 GUARD_REPORT = "int8.json"
+# Part of the cached result's key: bump when the guard decides differently.
+GUARD_VERSION = 2
 QUANTISED_OPS = ("MatMul", "Attention")
 # A post-LayerNorm encoder layer ends in two (Skip)LayerNormalization ops, so
 # counting them places each weighted op in its layer.
@@ -149,13 +156,43 @@ def run_all(model, feeds: list[dict], threads: int) -> list[np.ndarray]:
     return [session.run(None, {n: f[n] for n in names})[0] for f in feeds]
 
 
+def timed_run(model, feeds: list[dict], threads: int) -> tuple[np.ndarray, float]:
+    """(every row's probabilities, seconds the runs took, session set-up excluded)."""
+    session = load_session(model if isinstance(model, str) else model.SerializeToString(), threads)
+    names = [i.name for i in session.get_inputs()]
+    started = time.perf_counter()
+    outputs = [session.run(None, {n: f[n] for n in names})[0] for f in feeds]
+    return np.concatenate(outputs), time.perf_counter() - started
+
+
 def mean_change(outputs: list[np.ndarray], reference: list[np.ndarray]) -> float:
     return float(np.mean(np.concatenate([np.abs(a - b).ravel() for a, b in zip(outputs, reference)])))
 
 
-def quantise_guarded(fp32_dir: str, folder: str, samples: GuardSamples,
-                     agreement: Callable[[list[np.ndarray], list[np.ndarray]], float],
-                     threads: int, settings: GuardSettings) -> dict:
+def label_agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
+    return float(np.mean(reference.argmax(-1) == candidate.argmax(-1)))
+
+
+@dataclass
+class Mix:
+    """One INT8/fp32 mix the guard tried, measured on the held-back rows."""
+    fp32_layers: list[int]
+    model: object
+    agreement: float          # label agreement of its INT8 outputs with fp32
+    rule: MarginRule | None   # when agreement is short: which rows go back to fp32
+    rerun_fraction: float     # of held-back rows the rule sends back
+    checked_agreement: float  # with the re-run, on rows the rule was not fitted on
+    pass_cost: float          # its pass, in fp32 passes (measured)
+    cost: float               # its pass plus the fp32 re-run, in fp32 passes; inf if agreement is short
+
+    def summary(self) -> dict:
+        return {"fp32_layers": list(self.fp32_layers), "int8_agreement": round(self.agreement, 5),
+                "rerun_fraction": round(self.rerun_fraction, 4), "agreement": round(self.checked_agreement, 5),
+                "cost": round(self.cost, 3) if np.isfinite(self.cost) else None}  # None: agreement short
+
+
+def quantise_guarded(fp32_dir: str, folder: str, samples: GuardSamples, threads: int, settings: GuardSettings,
+                     agreement: Callable[[np.ndarray, np.ndarray], float] = label_agreement) -> dict:
     """Write folder/model.onnx (INT8 where the guard allows, else fp32) and
     folder/int8.json (the guard's report)."""
     import onnx
@@ -164,8 +201,9 @@ def quantise_guarded(fp32_dir: str, folder: str, samples: GuardSamples,
     fp32_path = os.path.join(fp32_dir, ONNX_FILE)
     fp32_model = onnx.load(fp32_path)
     layers, head = weighted_nodes_by_layer(fp32_model)
-    reference = run_all(fp32_path, samples.held_back, threads)
-    kept = {}
+    if not layers:
+        raise ValueError(f"{fp32_path}: no encoder layers recognised (no fused layer norms); cannot quantise")
+    reference, fp32_seconds = timed_run(fp32_path, samples.held_back, threads)
     report = {"settings": asdict(settings), "held_back_rows": samples.held_back_rows,
               "calibration_rows": samples.calibration_rows, "layers": len(layers), "head_kept_fp32": head,
               "attempts": []}
@@ -174,41 +212,55 @@ def quantise_guarded(fp32_dir: str, folder: str, samples: GuardSamples,
         return quantised(fp32_model, {name for i, group in enumerate(layers) if i not in fp32_layers for name in group},
                          settings.reduce_range)
 
-    def held_back_agreement(fp32_layers: list[int]) -> float:
-        kept["model"] = int8_layers(fp32_layers)
-        value = agreement(run_all(kept["model"], samples.held_back, threads), reference)
-        report["attempts"].append({"fp32_layers": list(fp32_layers), "agreement": round(value, 5)})
-        return value
+    def measure(fp32_layers: list[int]) -> Mix:
+        model = int8_layers(fp32_layers)
+        outputs, seconds = timed_run(model, samples.held_back, threads)
+        measured = agreement(reference, outputs)
+        rule, rerun, checked = None, 0.0, measured
+        if measured < settings.min_agreement:
+            rule = fit_margin_rule(reference, outputs)
+            rerun = len(rows_to_rerun(corrected(outputs, rule.offset), rule)) / len(outputs)
+            # No held-back label moved, yet agreement is short: re-runs cannot help.
+            checked = cross_checked_agreement(reference, outputs) if rule.threshold > 0 else measured
+        pass_cost = seconds / fp32_seconds
+        cost = pass_cost + rerun if checked >= settings.min_agreement else float("inf")
+        mix = Mix(list(fp32_layers), model, measured, rule, rerun, checked, pass_cost, cost)
+        report["attempts"].append(mix.summary())
+        return mix
 
-    if not layers:
-        raise ValueError(f"{fp32_path}: no encoder layers recognised (no fused layer norms); cannot quantise")
-    fp32_layers: list[int] = []
-    value = held_back_agreement(fp32_layers)
-    if value < settings.min_agreement:
+    best = measure([])
+    if best.agreement < settings.min_agreement:
         calibration_reference = run_all(fp32_path, samples.calibration, threads)
         # A layer's sensitivity: how much closer to fp32 the outputs come when
         # only that layer goes back to fp32 (every other layer int8, so each
         # of these passes runs at int8 speed).
-        all_int8 = mean_change(run_all(kept["model"], samples.calibration, threads), calibration_reference)
+        all_int8 = mean_change(run_all(best.model, samples.calibration, threads), calibration_reference)
         sensitivity = [all_int8 - mean_change(run_all(int8_layers([i]), samples.calibration, threads),
                                               calibration_reference) for i in range(len(layers))]
         report["layer_sensitivity"] = [round(s, 6) for s in sensitivity]
-        for i in np.argsort(sensitivity)[::-1].tolist():
+        fp32_layers: list[int] = []
+        for i in np.argsort(sensitivity)[::-1].tolist()[:-1]:  # all layers in fp32 is the fp32 model
             fp32_layers.append(i)
-            if len(fp32_layers) == len(layers):
-                break  # all in fp32: that is the fp32 model
-            value = held_back_agreement(fp32_layers)
-            if value >= settings.min_agreement:
-                break
+            mix = measure(fp32_layers)
+            best = min(best, mix, key=lambda m: m.cost)
+            if mix.agreement >= settings.min_agreement or mix.pass_cost >= best.cost:
+                break  # more fp32 layers would only cost more
     target = os.path.join(folder, ONNX_FILE)
-    if value >= settings.min_agreement:
-        onnx.save(kept["model"], target)
-        report.update(int8=True, agreement=round(value, 5), fp32_layers=sorted(fp32_layers),
-                      int8_layers=[i for i in range(len(layers)) if i not in fp32_layers])
+    # A mix that holds without re-runs is what was asked for, whatever its
+    # speed; a mix that needs re-runs must beat fp32 alone.
+    if best.agreement >= settings.min_agreement or best.cost < 1.0:
+        onnx.save(best.model, target)
+        report.update(int8=True, fp32_layers=sorted(best.fp32_layers),
+                      int8_layers=[i for i in range(len(layers)) if i not in best.fp32_layers],
+                      int8_agreement=round(best.agreement, 5),
+                      margin_rule=best.rule.as_dict() if best.rule else None,
+                      rerun_fraction=round(best.rerun_fraction, 4), cost=round(best.cost, 3),
+                      agreement=round(best.checked_agreement, 5))
     else:
         shutil.copyfile(fp32_path, target)
         report.update(int8=False, agreement=1.0, fp32_layers=list(range(len(layers))), int8_layers=[],
-                      reason=f"no INT8 mix reached {settings.min_agreement} label agreement with fp32; running fp32")
+                      margin_rule=None, reason="no INT8 mix, re-runs of low-margin rows included, "
+                                               "was cheaper than fp32; running fp32")
     report["guard_s"] = round(time.perf_counter() - started, 2)
     with open(os.path.join(folder, GUARD_REPORT), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2)
@@ -228,16 +280,14 @@ def guard_rows(rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def cached_int8_model(cache_dir: str, onnx_key: str, onnx_dir: str, data_digest: str,
-                      samples: Callable[[], GuardSamples],
-                      agreement: Callable[[list[np.ndarray], list[np.ndarray]], float],
-                      threads: int, settings: GuardSettings) -> tuple[str, dict]:
+                      samples: Callable[[], GuardSamples], threads: int, settings: GuardSettings) -> tuple[str, dict]:
     """(folder of the guarded model.onnx, guard report), once per fp32 model,
     input data and guard settings."""
     from predictor.export import cached_export, export_key, package_version
     from predictor.onnx_conversion import read_report
 
     key = export_key({"from": onnx_key, "step": "int8", "data": data_digest, "settings": asdict(settings),
-                      "onnxruntime": package_version("onnxruntime")})
+                      "guard": GUARD_VERSION, "onnxruntime": package_version("onnxruntime")})
     folder, cached = cached_export(cache_dir, key, lambda target: quantise_guarded(
-        onnx_dir, target, samples(), agreement, threads, settings))
+        onnx_dir, target, samples(), threads, settings))
     return folder, {**read_report(folder, GUARD_REPORT), "cached": cached, "key": key}

@@ -14,7 +14,7 @@ import sys
 import time
 from contextlib import contextmanager
 
-STAGES = ("load", "read", "tokenize", "prune", "export", "quantize", "predict", "write")
+STAGES = ("load", "read", "tokenize", "prune", "export", "quantize", "predict", "rerun", "write")
 STAGE_TITLES = {
     "load": "environment and model load",
     "read": "read and validate",
@@ -23,6 +23,7 @@ STAGE_TITLES = {
     "export": "export static model",
     "quantize": "int8 accuracy guard",
     "predict": "predict",
+    "rerun": "fp32 re-run, low-margin rows",
     "write": "merge and write",
 }
 
@@ -112,11 +113,18 @@ def format_table(report: dict) -> str:
     int8 = report.get("int8")
     if int8:
         if int8["int8"]:
+            rule = int8.get("margin_rule")
+            rerun = (f", INT8 alone {int8['int8_agreement']:.4f}; rows under margin {rule['threshold']:.3f} "
+                     f"re-run in fp32" if rule else "")
             lines.append(f"int8: layers {int8['int8_layers']} int8, {int8['fp32_layers'] or 'none'} fp32; label "
-                         f"agreement with fp32 {int8['agreement']:.4f} on {int8['held_back_rows']} held-back rows "
-                         f"(guard {int8['guard_s']:.1f}s{', cached' if int8['cached'] else ''})")
+                         f"agreement with fp32 {int8['agreement']:.4f} on {int8['held_back_rows']} held-back rows"
+                         f"{rerun} (guard {int8['guard_s']:.1f}s{', cached' if int8['cached'] else ''})")
         else:
             lines.append(f"int8: {int8['reason']} (guard {int8['guard_s']:.1f}s)")
+    rerun = report.get("rerun")
+    if rerun:
+        lines.append(f"fp32 re-run: {rerun['rows']} of {report['rows']} rows had an INT8 margin under "
+                     f"{rerun['threshold']:.3f}")
     decoding = report.get("decoding")
     if decoding:
         lines.append(f"decoding: {decoding['decode_steps']} steps, loop overhead "

@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import onnx
+import pandas as pd
 import pytest
 
 import pipeline
@@ -84,8 +85,8 @@ def test_fused_onnx_model_equals_the_paddle_program(onnx_dir, paddle_dir, feeds)
 def guard(onnx_dir, folder, feeds, min_agreement, agreement):
     os.makedirs(folder)
     samples = GuardSamples(held_back=feeds, calibration=feeds[:1], held_back_rows=8, calibration_rows=5)
-    return quantise_guarded(onnx_dir, folder, samples, agreement, threads=1,
-                            settings=GuardSettings(min_agreement=min_agreement))
+    return quantise_guarded(onnx_dir, folder, samples, threads=1, settings=GuardSettings(min_agreement=min_agreement),
+                            agreement=agreement)
 
 
 def int8_ops(folder) -> set[str]:
@@ -95,7 +96,7 @@ def int8_ops(folder) -> set[str]:
 
 def closeness(reference, candidate) -> float:
     """A stand-in agreement that falls with every quantised layer."""
-    return 1.0 - max(float(np.abs(a - b).max()) for a, b in zip(reference, candidate))
+    return 1.0 - float(np.abs(reference - candidate).max())
 
 
 def test_guard_quantises_every_layer_when_agreement_holds(workdir, onnx_dir, feeds):
@@ -110,12 +111,13 @@ def test_guard_keeps_the_most_sensitive_layer_in_fp32_when_agreement_is_too_low(
     everything = guard(onnx_dir, os.path.join(workdir, "int8_probe"), feeds, 0.0, closeness)
     too_low = everything["attempts"][0]["agreement"]
     report = guard(onnx_dir, os.path.join(workdir, "int8_guarded"), feeds, too_low + 1e-6, closeness)
-    assert report["attempts"][0] == {"fp32_layers": [], "agreement": too_low}
+    # No label moved on these rows, so re-running rows cannot make up the shortfall.
+    assert report["attempts"][0]["int8_agreement"] == too_low and report["attempts"][0]["cost"] is None
     most_sensitive = int(np.argmax(report["layer_sensitivity"]))
     assert report["attempts"][1]["fp32_layers"] == [most_sensitive]
     assert most_sensitive in report["fp32_layers"]
     if report["int8"]:
-        assert report["agreement"] >= too_low + 1e-6 and report["int8_layers"]
+        assert report["agreement"] >= too_low + 1e-6 and report["int8_layers"] and report["margin_rule"] is None
     else:  # nothing passed: the fp32 model runs, and the report says why
         assert "running fp32" in report["reason"] and not int8_ops(os.path.join(workdir, "int8_guarded"))
 
@@ -134,17 +136,42 @@ def test_layers_are_found_in_the_fused_graph(onnx_dir):
     assert [len(group) for group in layers] == [4, 6]
 
 
+def run_pipeline(workdir, name, model_dir, rows, *options) -> dict:
+    input_path = write_reviews_csv(os.path.join(workdir, f"{name}.csv"), rows)
+    output = os.path.join(workdir, f"{name}_out.csv")
+    assert pipeline.main([input_path, model_dir, output, "--quiet", "--max-seq-len", "64",
+                          "--cache-dir", os.path.join(workdir, "exports"), *options]) == 0
+    with open(output + ".timing.json", encoding="utf-8") as f:
+        return {**json.load(f), "output": output}
+
+
+def test_low_margin_rows_are_rerun_in_fp32_and_replace_the_int8_outputs(workdir, monkeypatch):
+    import predictor.quantize as quantize
+
+    guarded = quantize.cached_int8_model
+
+    def every_row_low(*args, **kwargs):  # a rule whose threshold no row clears
+        folder, report = guarded(*args, **kwargs)
+        return folder, {**report, "margin_rule": {"offset": [0.3, -0.3], "threshold": 1e9}}
+
+    monkeypatch.setattr(quantize, "cached_int8_model", every_row_low)
+    texts = review_texts(30, start=700)
+    model = tiny_classifier(workdir)
+    fp32 = run_pipeline(workdir, "rerun_fp32", model, texts)
+    int8 = run_pipeline(workdir, "rerun_int8", model, texts, "--precision", "int8")
+    assert int8["rerun"]["rows"] == 30
+    expected, got = pd.read_csv(fp32["output"]), pd.read_csv(int8["output"])
+    assert got["id"].tolist() == expected["id"].tolist() and got["label"].tolist() == expected["label"].tolist()
+    probabilities = [c for c in expected.columns if c.startswith("prob_")]
+    assert np.abs(got[probabilities].to_numpy() - expected[probabilities].to_numpy()).max() < 1e-5
+
+
 def test_int8_run_reports_its_guard_and_cache_keys_follow_what_changed(workdir):
     texts = review_texts(40, start=300)
     model, other_model = tiny_classifier(workdir), tiny_classifier(workdir, seed=1)
 
-    def run(name, model_dir, rows, *options):
-        input_path = write_reviews_csv(os.path.join(workdir, f"{name}.csv"), rows)
-        output = os.path.join(workdir, f"{name}_out.csv")
-        assert pipeline.main([input_path, model_dir, output, "--quiet", "--max-seq-len", "64",
-                              "--cache-dir", os.path.join(workdir, "exports"), *options]) == 0
-        with open(output + ".timing.json", encoding="utf-8") as f:
-            return json.load(f)
+    def run(*args):
+        return run_pipeline(workdir, *args)
 
     fp32 = run("fp32", model, texts)
     int8 = run("int8", model, texts, "--precision", "int8")

@@ -1,0 +1,63 @@
+"""INT8 rows re-run in fp32 where the margin is low: the offset, the
+threshold, and that the re-run replaces exactly the rows it names."""
+from __future__ import annotations
+
+import numpy as np
+
+from predictor.low_margin import (MarginRule, corrected, cross_checked_agreement, fit_margin_rule, margins,
+                                  rerun_low_margin_rows, rows_to_rerun)
+
+
+def softmax(logits):
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return (e / e.sum(-1, keepdims=True)).astype(np.float32)
+
+
+def fp32_and_int8(rows=400, shift=0.8, noise=0.3, seed=0):
+    """fp32 logits, and 'INT8' ones with a shared shift and per-row noise."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 2, size=(rows, 3))
+    noisy = logits + np.array([shift, 0.0, -shift]) + rng.normal(0, noise, size=logits.shape)
+    return softmax(logits), softmax(noisy)
+
+
+def test_offset_undoes_a_shared_shift_and_the_threshold_covers_every_moved_row():
+    reference, candidate = fp32_and_int8()
+    rule = fit_margin_rule(reference, candidate, safety=1.0)
+    assert np.allclose(rule.offset, [-0.8, 0.0, 0.8], atol=0.06)
+    fixed = corrected(candidate, rule.offset)
+    moved = fixed.argmax(-1) != reference.argmax(-1)
+    assert moved.any() and set(np.flatnonzero(moved)) <= set(rows_to_rerun(fixed, rule).tolist())
+
+
+def test_rerun_replaces_exactly_the_low_margin_rows_in_input_order():
+    reference, candidate = fp32_and_int8(rows=50)
+    rule = MarginRule(offset=(0.0, 0.0, 0.0), threshold=1.0)
+    asked = []
+
+    def run_fp32(rows):
+        asked.append(rows.copy())
+        return list(reference[rows])
+
+    merged, report = rerun_low_margin_rows(list(candidate), rule, run_fp32)
+    low = np.flatnonzero(margins(candidate) <= 1.0)
+    assert len(asked) == 1 and np.array_equal(asked[0], low) and report["rows"] == len(low)
+    merged = np.stack(merged)
+    assert np.array_equal(merged[low], reference[low])
+    high = np.setdiff1d(np.arange(50), low)
+    assert np.allclose(merged[high], candidate[high], atol=1e-6)
+
+
+def test_no_rerun_when_nothing_is_low():
+    _, candidate = fp32_and_int8(rows=20)
+    merged, report = rerun_low_margin_rows(list(candidate), MarginRule((0.0, 0.0, 0.0), 0.0),
+                                           lambda rows: (_ for _ in ()).throw(AssertionError("ran fp32")))
+    assert report["rows"] == 0 and np.allclose(np.stack(merged), candidate, atol=1e-6)
+
+
+def test_cross_checked_agreement_judges_rows_the_rule_was_not_fitted_on():
+    reference, candidate = fp32_and_int8(rows=600, noise=0.5)
+    plain = float(np.mean(reference.argmax(-1) == candidate.argmax(-1)))
+    checked = cross_checked_agreement(reference, candidate)
+    assert plain < checked <= 1.0
+    assert cross_checked_agreement(reference, reference) == 1.0
