@@ -25,12 +25,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 
 import pandas as pd
 
 from scripts.demo_setup import classify_demo, generate_demo
 from scripts.repo_caches import keep_caches_in_repo
-from submit.accuracy import aligned, classification_agreement, generation_metrics
+from submit.accuracy import aligned, classification_agreement, classification_metrics, generation_metrics
 from submit.timing_report import machine_facts
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,6 +75,83 @@ def tokenizer_benchmark() -> dict:
             "differing_texts": sum(a.tolist() != b for a, b in zip(fast_ids, slow_ids))}
 
 
+@dataclass(frozen=True)
+class Contender:
+    name: str
+    command: list[str]
+    output: str
+    precision: str        # fp32 | int8: harness rows are compared with the peer of the same precision
+    runs: int = 1         # more than one: the median is reported
+    env: tuple = ()       # extra environment, (name, value) pairs
+
+
+def classify_contenders(args, demo, shared: list[str], harness_options: list[str], tmp: str) -> list[Contender]:
+    """Every classification side, as whole processes, in the order they run.
+    Each harness precision gets its own empty export cache, so its cold run
+    pays for export, ONNX conversion and (INT8) the guard."""
+    def out(name: str) -> str:
+        return os.path.join(tmp, name + ".csv")
+
+    def harness(name: str, *extra: str) -> list[str]:
+        return ["bash", os.path.join(REPO, "run.sh"), demo.input, demo.model_dir, out(name), "--quiet",
+                "--cache-dir", os.path.join(tmp, name + "_exports"), *shared, *harness_options, *extra]
+
+    def peer(name: str, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "scripts.onnx_runtime_peer", demo.input, demo.model_dir, out(name), *extra,
+                "--max-seq-len", str(args.max_seq_len)]
+
+    sides = []
+    if not args.no_standard:
+        sides.append(Contender("standard method (dygraph)", [sys.executable, "-m", "scripts.standard_method",
+                                                              demo.input, demo.model_dir, out("standard"), *shared],
+                               out("standard"), "fp32", env=(("OMP_NUM_THREADS", str(args.standard_threads)),)))
+    for precision, extra in (("fp32", ()), ("int8", ("--precision", "int8"))):
+        name = f"harness_{precision}"
+        command = harness(name, *extra)
+        sides.append(Contender(f"harness {precision}, cold", command, out(name), precision))
+        sides.append(Contender(f"harness {precision}, warm", command, out(name), precision, runs=args.harness_repeat))
+    sides.append(Contender("ONNX Runtime peer fp32", peer("peer_fp32"), out("peer_fp32"), "fp32"))
+    sides.append(Contender("ONNX Runtime peer int8", peer("peer_int8", "--int8"), out("peer_int8"), "int8"))
+    return sides
+
+
+def classify_benchmark(args, demo, shared: list[str], harness_options: list[str], tmp: str) -> dict:
+    """Seconds, ratios and agreement of every side; the fp32 reference is the
+    standard method (PaddleNLP's own model) or, with --no-standard, the harness
+    in fp32."""
+    sides = []
+    for side in classify_contenders(args, demo, shared, harness_options, tmp):
+        print(f"{side.name}: {' '.join(side.command)}", flush=True)
+        seconds = [timed(side.command, **dict(side.env)) for _ in range(side.runs)]
+        sides.append({"side": side, "seconds": seconds, "median": statistics.median(seconds),
+                      "frame": pd.read_csv(side.output, dtype={"id": str}, keep_default_na=False)})
+    reference = sides[0]
+    gold = pd.read_csv(demo.gold, dtype={"id": str, "label": str}, keep_default_na=False) if demo.gold else None
+    peers = {s["side"].precision: s["median"] for s in sides if "peer" in s["side"].name}
+    rows = []
+    for s in sides:
+        frame = s["frame"]
+        row = {"side": s["side"].name, "seconds": round(s["median"], 2), "runs": [round(x, 2) for x in s["seconds"]],
+               **classification_agreement(frame, aligned(frame, reference["frame"], "reference"))}
+        row["speedup_vs_reference"] = round(reference["median"] / s["median"], 2)
+        if s["side"].name.startswith("harness"):
+            row["ratio_vs_peer_same_precision"] = round(peers[s["side"].precision] / s["median"], 2)
+        if gold is not None:
+            row["accuracy_vs_gold"] = classification_metrics(
+                frame["label"].tolist(), aligned(frame, gold, "gold")["label"].tolist())["accuracy"]
+        rows.append(row)
+    return {"reference": reference["side"].name, "sides": rows}
+
+
+def print_classify_table(results: dict) -> None:
+    print(f"\nreference for agreement: {results['reference']}")
+    print(f"{'side':<28}{'seconds':>9}{'vs ref':>8}{'vs peer':>9}{'agree':>8}{'max dp':>10}{'acc':>7}")
+    for r in results["sides"]:
+        peer = f"{r['ratio_vs_peer_same_precision']:.2f}x" if "ratio_vs_peer_same_precision" in r else ""
+        print(f"{r['side']:<28}{r['seconds']:>9.1f}{r['speedup_vs_reference']:>7.2f}x{peer:>9}"
+              f"{r['label_agreement']:>8.4f}{r['max_prob_diff']:>10.1e}{r.get('accuracy_vs_gold', float('nan')):>7.3f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     keep_caches_in_repo()  # for this process and, inherited, every one it starts
     argv = sys.argv[1:] if argv is None else argv
@@ -92,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--standard-threads", type=int, default=os.cpu_count() or 1,
                         help="math threads of the standard method's process (OMP_NUM_THREADS); Paddle's "
                              "dygraph CPU kernels use one unless told, which would flatter the harness")
+    parser.add_argument("--no-standard", action="store_true",
+                        help="classify: skip the standard method; the harness's fp32 run is then the reference")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(own)
     make_demo, default_rows = DEMOS[args.task]
@@ -101,6 +181,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.task == "generate":
         shared += ["--max-new-tokens", str(args.max_new_tokens), "--decode", args.decode,
                    "--num-beams", str(args.num_beams)]
+
+    if args.task == "classify":
+        with tempfile.TemporaryDirectory(prefix="benchmark_") as tmp:
+            results = {"task": "classify", "rows": rows, "harness_options": harness_options,
+                       "standard_threads": args.standard_threads,
+                       **classify_benchmark(args, demo, shared, harness_options, tmp), "machine": machine_facts()}
+        print(json.dumps(results, indent=2, ensure_ascii=False))
+        print_classify_table(results)
+        if args.json:
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump(results, f, indent=2, ensure_ascii=False)
+        return 0
 
     with tempfile.TemporaryDirectory(prefix="benchmark_") as tmp:
         def harness(output: str, *extra: str) -> list[str]:
