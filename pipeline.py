@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from dataclasses import dataclass
 
@@ -25,7 +26,8 @@ from predictor.workers import RunnerSpec, WorkerPool, plan_engine_options, visib
 from submit.merge import merge_in_input_order
 from submit.submission_frames import classification_frame, generation_frame
 from submit.timing_report import StageTimer, format_table, repeat_summary, run_report
-from submit.write_submission import write_json, write_table
+from submit.write_submission import OutputError, write_json, write_table
+from worker_processes import DEFAULT_STALL_TIMEOUT_S, WorkerFailed
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 
@@ -89,6 +91,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="timing report JSON; default: OUTPUT + .timing.json")
     parser.add_argument("--repeat", type=int, default=1,
                         help="run N times and report min and median (leaderboard-style timing)")
+    parser.add_argument("--stall-timeout", type=float, default=DEFAULT_STALL_TIMEOUT_S,
+                        help="seconds without a finished batch before the run is stopped as stalled")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or table")
     generation = parser.add_argument_group("generation")
     generation.add_argument("--decode", choices=["greedy", "beam"], default="greedy")
@@ -106,7 +110,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                             help="with --prune: also keep the first N vocabulary ids (the most frequent)")
     args = parser.parse_args(argv)
     for name in ("workers", "tokenizer_workers", "token_budget", "repeat", "max_new_tokens", "max_title_len",
-                 "max_batch_rows"):
+                 "max_batch_rows", "stall_timeout"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.max_seq_len < 3:
@@ -351,7 +355,8 @@ def run_once(args: argparse.Namespace, progress: Progress) -> dict:
 
     with timer.stage("load"):
         settings = task.runner_settings(vocab)
-        pool = WorkerPool([RunnerSpec(task.name, model_dir, o, settings) for o in options_per_worker])
+        pool = WorkerPool([RunnerSpec(task.name, model_dir, o, settings) for o in options_per_worker],
+                          args.stall_timeout)
 
     with timer.stage("predict"), pool:
         with progress.bar(len(batches), "predict") as bar:
@@ -366,7 +371,8 @@ def run_once(args: argparse.Namespace, progress: Progress) -> dict:
         if rule:
             def run_fp32(rows: np.ndarray) -> list:
                 rerun_batches = batches_of_rows(rows, model_input.lengths, token_budget, task.max_batch_rows)
-                with WorkerPool([RunnerSpec(task.name, fp32_dir, o, settings) for o in options_per_worker]) as fp32:
+                with WorkerPool([RunnerSpec(task.name, fp32_dir, o, settings) for o in options_per_worker],
+                                args.stall_timeout) as fp32:
                     with progress.bar(len(rerun_batches), "fp32 re-run") as bar:
                         outputs = fp32.map(task.jobs(model_input, rerun_batches, pad_id), on_done=bar.update)
                         return merge_in_input_order(len(rows), zip(
@@ -396,19 +402,39 @@ def run_once(args: argparse.Namespace, progress: Progress) -> dict:
     })
 
 
+class Terminated(BaseException):
+    """SIGTERM, handled like Ctrl-C."""
+
+
+def raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     progress = Progress(enabled=not args.quiet and sys.stderr.isatty())
+    previous_handler = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         reports = [run_once(args, progress) for _ in range(args.repeat)]
-    except (InputError, CheckpointError) as err:
+        report = dict(reports[-1])
+        if args.repeat > 1:
+            report["repeat"] = repeat_summary(reports)
+        timing_path = args.timing or args.output + ".timing.json"
+        write_json(report, timing_path)
+    except (InputError, CheckpointError, OutputError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    report = dict(reports[-1])
-    if args.repeat > 1:
-        report["repeat"] = repeat_summary(reports)
-    timing_path = args.timing or args.output + ".timing.json"
-    write_json(report, timing_path)
+    except WorkerFailed as err:
+        print(f"error: {err}; nothing written", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; nothing written", file=sys.stderr)
+        return 130
+    except Terminated:
+        print("terminated; nothing written", file=sys.stderr)
+        return 143
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
     if not args.quiet:
         print(format_table(report))
         if args.repeat > 1:

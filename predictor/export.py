@@ -68,9 +68,15 @@ def cached_export(cache_dir: str, key: str, export_into: Callable[[str], None]) 
         export_into(staging)
         with open(os.path.join(staging, COMPLETE_MARKER), "w", encoding="utf-8") as f:
             json.dump({"key": key}, f)
+        if is_exported(final_dir):  # a concurrent run finished the same export first: use it, never delete it
+            return final_dir, False
         if os.path.isdir(final_dir):  # a broken leftover from an older interrupted run
-            shutil.rmtree(final_dir)
-        os.replace(staging, final_dir)
+            shutil.rmtree(final_dir, ignore_errors=True)
+        try:
+            os.replace(staging, final_dir)
+        except OSError:
+            if not is_exported(final_dir):  # not a concurrent run's complete export: a real failure
+                raise
     finally:
         if os.path.isdir(staging):
             shutil.rmtree(staging, ignore_errors=True)

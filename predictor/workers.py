@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
 from predictor.engine import EngineOptions
+from worker_processes import DEFAULT_STALL_TIMEOUT_S, ignore_interrupts, results_in_order, stop
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ _runner = None  # the runner of this worker process
 
 def _start_worker(specs_queue, all_loaded) -> None:
     global _runner
+    ignore_interrupts()
     spec: RunnerSpec = specs_queue.get()
     # The math library must not start more threads than the engine asked for.
     os.environ["OMP_NUM_THREADS"] = str(spec.options.cpu_threads)
@@ -83,8 +85,9 @@ class WorkerPool:
     """`map(jobs)` yields each job's result in job order. One spec means the
     work runs in this process: no spawn and no pickling for a single worker."""
 
-    def __init__(self, specs: list[RunnerSpec]):
+    def __init__(self, specs: list[RunnerSpec], stall_timeout: float = DEFAULT_STALL_TIMEOUT_S):
         self._specs = specs
+        self._stall_timeout = stall_timeout
         self._executor = None
         self._local = None
         if len(specs) == 1:
@@ -102,8 +105,11 @@ class WorkerPool:
                 max_workers=len(specs), mp_context=context, initializer=_start_worker, initargs=(queue, all_loaded)
             )
             warm_up = [self._executor.submit(_loaded) for _ in specs]
-            for future in warm_up:
-                future.result()
+            try:
+                list(results_in_order(self._executor, warm_up, "predictor (loading)", self._stall_timeout))
+            except BaseException:
+                self.close(failed=True)
+                raise
 
     @property
     def processes(self) -> int:
@@ -118,19 +124,19 @@ class WorkerPool:
                 yield result
             return
         futures = [self._executor.submit(_run_job, job) for job in jobs]
-        for future in futures:
-            result = future.result()
-            if on_done:
-                on_done(1)
-            yield result
+        yield from results_in_order(self._executor, futures, "predictor", self._stall_timeout, on_done)
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        """Let the workers exit; after a failure (or Ctrl-C), stop them at once."""
         if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
+            if failed:
+                stop(self._executor)
+            else:
+                self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, exc, traceback):
+        self.close(failed=exc_type is not None)

@@ -17,6 +17,7 @@ import numpy as np
 from preprocess.encoded_rows import EncodedRows
 from preprocess.framing import frame_for_generation, frame_single_or_pair
 from preprocess.wordpiece import FastWordPiece
+from worker_processes import ignore_interrupts, results_in_order, stop
 
 # Below this many rows per extra process, spawning costs more than it saves
 # (FastWordPiece does ~6k reviews per second per process, and each worker
@@ -55,9 +56,15 @@ def encode_rows(vocab_path: str, framing: Framing, texts: list[str], pairs: list
     if len(jobs) == 1:
         return _encode_shard(_wordpiece_for(vocab_path, framing), framing, *jobs[0])
     context = mp.get_context("spawn")
-    with ProcessPoolExecutor(len(jobs), mp_context=context, initializer=_start_worker,
-                             initargs=(vocab_path, framing)) as pool:
-        parts = list(pool.map(_encode_in_worker, [framing] * len(jobs), *zip(*jobs)))
+    pool = ProcessPoolExecutor(len(jobs), mp_context=context, initializer=_start_worker,
+                               initargs=(vocab_path, framing))
+    try:
+        futures = [pool.submit(_encode_in_worker, framing, *job) for job in jobs]
+        parts = list(results_in_order(pool, futures, "tokenizer"))
+    except BaseException:
+        stop(pool)
+        raise
+    pool.shutdown(wait=True)
     return EncodedRows.concat(parts)
 
 
@@ -83,6 +90,7 @@ _wordpiece: FastWordPiece | None = None
 
 def _start_worker(vocab_path: str, framing: Framing) -> None:
     global _wordpiece
+    ignore_interrupts()
     # Parallelism comes from the processes; one C++ thread each.
     _wordpiece = _wordpiece_for(vocab_path, framing, num_threads=1)
 

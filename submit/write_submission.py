@@ -11,18 +11,34 @@ import pandas as pd
 from preprocess.input_table import input_format
 
 
+class OutputError(OSError):
+    """The submission (or report) cannot be written: read-only folder, full disk..."""
+
+
+def new_file_mode() -> int:
+    """The mode open() gives a new file under this process's umask (mkstemp's
+    0600 would survive the rename and hide the submission from other users)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_atomically(path: str, write) -> None:
     """Call write(temporary_path) and move the result onto `path`."""
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    os.close(fd)
+    tmp_path = None
     try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp_path = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+        os.close(fd)
         write(tmp_path)
+        os.chmod(tmp_path, new_file_mode())
         os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
+    except BaseException as err:
+        if tmp_path and os.path.exists(tmp_path):
             os.remove(tmp_path)
+        if isinstance(err, OSError) and not isinstance(err, OutputError):
+            raise OutputError(f"cannot write {path}: {err.strerror or err}; nothing was written") from err
         raise
 
 

@@ -18,6 +18,7 @@ from predictor.engine_onnxruntime import ONNX_FILE
 from predictor.engine_paddle import PaddleEngine
 from predictor.onnx_conversion import TransformerShape, convert, run_session
 from predictor.pruning import full_vocab
+from predictor import quantize
 from predictor.quantize import GuardSamples, GuardSettings, quantise_guarded, weighted_nodes_by_layer
 from tests.tiny_checkpoints import TINY_ERNIE, review_texts, tiny_classifier, write_reviews_csv
 
@@ -107,17 +108,21 @@ def test_guard_quantises_every_layer_when_agreement_holds(workdir, onnx_dir, fee
     assert int8_ops(os.path.join(workdir, "int8_all")) == {"DynamicQuantizeMatMul", "QAttention"}
 
 
-def test_guard_keeps_the_most_sensitive_layer_in_fp32_when_agreement_is_too_low(workdir, onnx_dir, feeds):
+def test_guard_keeps_the_most_sensitive_layer_in_fp32_when_agreement_is_too_low(workdir, onnx_dir, feeds,
+                                                                                 monkeypatch):
     everything = guard(onnx_dir, os.path.join(workdir, "int8_probe"), feeds, 0.0, closeness)
     too_low = everything["attempts"][0]["agreement"]
-    report = guard(onnx_dir, os.path.join(workdir, "int8_guarded"), feeds, too_low + 1e-6, closeness)
-    # No label moved on these rows, so re-running rows cannot make up the shortfall.
+    # Re-running low-margin rows is ruled out (whether INT8 moves a label on
+    # these few rows depends on the CPU's INT8 kernels), so layers must go back.
+    monkeypatch.setattr(quantize, "cross_checked_agreement", lambda reference, outputs: 0.0)
+    required = too_low + 1e-5  # the report rounds agreement to 5 decimals
+    report = guard(onnx_dir, os.path.join(workdir, "int8_guarded"), feeds, required, closeness)
     assert report["attempts"][0]["int8_agreement"] == too_low and report["attempts"][0]["cost"] is None
     most_sensitive = int(np.argmax(report["layer_sensitivity"]))
     assert report["attempts"][1]["fp32_layers"] == [most_sensitive]
     assert most_sensitive in report["fp32_layers"]
     if report["int8"]:
-        assert report["agreement"] >= too_low + 1e-6 and report["int8_layers"] and report["margin_rule"] is None
+        assert report["agreement"] >= required and report["int8_layers"] and report["margin_rule"] is None
     else:  # nothing passed: the fp32 model runs, and the report says why
         assert "running fp32" in report["reason"] and not int8_ops(os.path.join(workdir, "int8_guarded"))
 
@@ -146,7 +151,6 @@ def run_pipeline(workdir, name, model_dir, rows, *options) -> dict:
 
 
 def test_low_margin_rows_are_rerun_in_fp32_and_replace_the_int8_outputs(workdir, monkeypatch):
-    import predictor.quantize as quantize
 
     guarded = quantize.cached_int8_model
 

@@ -1,0 +1,165 @@
+"""Faults: a killed or stalled worker, Ctrl-C / SIGTERM, an unwritable
+output, two runs sharing a cache. The run fails fast with one clear line and
+writes nothing, or finishes with every row; no child process outlives it."""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import pandas as pd
+import pytest
+
+import pipeline
+from tests.tiny_checkpoints import review_texts, tiny_classifier, write_reviews_csv
+from worker_processes import WorkerFailed, results_in_order
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _kill_myself(_):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _sleep(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+def test_a_killed_worker_is_named_and_the_others_are_stopped():
+    pool = ProcessPoolExecutor(2, mp_context=mp.get_context("spawn"))
+    futures = [pool.submit(_sleep, 0.2), pool.submit(_kill_myself, None), pool.submit(_sleep, 30)]
+    processes_before = list(pool._processes.values())
+    started = time.monotonic()
+    with pytest.raises(WorkerFailed, match=r"test worker pid \d+ \(killed by SIGKILL\) died"):
+        list(results_in_order(pool, futures, "test", stall_timeout=60))
+    assert time.monotonic() - started < 30
+    assert not any(p.is_alive() for p in processes_before)
+
+
+def test_a_stalled_worker_stops_the_run():
+    pool = ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"))
+    futures = [pool.submit(_sleep, 60)]
+    processes = list(pool._processes.values())
+    with pytest.raises(WorkerFailed, match="finished nothing for 2s"):
+        list(results_in_order(pool, futures, "test", stall_timeout=2))
+    assert not any(p.is_alive() for p in processes)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("faults"))
+
+
+@pytest.fixture(scope="module")
+def model_dir(workdir):
+    return tiny_classifier(workdir)
+
+
+@pytest.fixture(scope="module")
+def long_input(workdir):
+    """Enough rows in small batches that prediction lasts a few seconds."""
+    return write_reviews_csv(os.path.join(workdir, "many.csv"), review_texts(400) * 10)
+
+
+def children_of(pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [int(p) for p in found]
+
+
+def start_run(workdir, model_dir, input_path, output, *options) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=REPO, GLOG_minloglevel="2", PYTHONWARNINGS="ignore")
+    return subprocess.Popen([os.path.join(REPO, ".venv", "bin", "python"), "-m", "pipeline", input_path, model_dir,
+                             output, "--quiet", "--workers", "2", "--threads", "1", "--token-budget", "64",
+                             "--max-seq-len", "64", "--cache-dir", os.path.join(workdir, "exports"), *options],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def wait_for_predictor_workers(run: subprocess.Popen, count: int = 2) -> list[int]:
+    """The run's worker processes, once `count` of them exist (the
+    multiprocessing resource tracker is not one)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        workers = [pid for pid in children_of(run.pid)
+                   if "resource_tracker" not in open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")]
+        if len(workers) >= count:
+            return workers
+        assert run.poll() is None, run.communicate()
+        time.sleep(0.05)
+    raise AssertionError("the run never started its workers")
+
+
+def test_a_killed_predictor_worker_fails_the_run_and_writes_nothing(workdir, model_dir, long_input):
+    output = os.path.join(workdir, "killed.csv")
+    run = start_run(workdir, model_dir, long_input, output)
+    workers = wait_for_predictor_workers(run)
+    time.sleep(1.0)  # past loading, into prediction
+    killed_at = time.monotonic()
+    os.kill(workers[0], signal.SIGKILL)
+    _, stderr = run.communicate(timeout=60)
+    assert time.monotonic() - killed_at < 30
+    assert run.returncode == 1, stderr
+    assert f"pid {workers[0]} (killed by SIGKILL)" in stderr and "nothing written" in stderr
+    assert "Traceback" not in stderr
+    assert not os.path.exists(output)
+    assert not any(os.path.exists(f"/proc/{pid}") and open(f"/proc/{pid}/stat").read().split()[2] != "Z"
+                   for pid in workers)
+
+
+@pytest.mark.parametrize("sent, status, said", [(signal.SIGINT, 130, "interrupted; nothing written"),
+                                                (signal.SIGTERM, 143, "terminated; nothing written")])
+def test_interrupt_exits_cleanly_with_nothing_left_behind(workdir, model_dir, long_input, sent, status, said):
+    output = os.path.join(workdir, "out", f"interrupted_{sent}.csv")
+    run = start_run(workdir, model_dir, long_input, output)
+    workers = wait_for_predictor_workers(run)
+    time.sleep(1.0)
+    run.send_signal(sent)
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == status, stderr
+    assert said in stderr and "Traceback" not in stderr
+    folder = os.path.dirname(output)
+    assert not os.path.exists(output) and (not os.path.isdir(folder) or not os.listdir(folder))
+    time.sleep(0.5)
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in workers)
+    assert not [name for name in os.listdir(os.path.join(workdir, "exports")) if name.startswith(".")]
+
+
+def test_an_unwritable_output_is_a_clear_error_and_no_file(workdir, model_dir):
+    input_path = write_reviews_csv(os.path.join(workdir, "few.csv"), review_texts(5))
+    not_a_folder = os.path.join(workdir, "few.csv")  # a file where the output's folder should be
+    output = os.path.join(not_a_folder, "submission.csv")
+    assert pipeline.main([input_path, model_dir, output, "--quiet", "--cache-dir",
+                          os.path.join(workdir, "exports")]) == 2
+    assert not os.path.exists(output)
+
+
+def test_the_submission_gets_the_umask_mode(workdir, model_dir):
+    input_path = write_reviews_csv(os.path.join(workdir, "mode.csv"), review_texts(5))
+    output = os.path.join(workdir, "mode_out.csv")
+    previous = os.umask(0o022)
+    try:
+        assert pipeline.main([input_path, model_dir, output, "--quiet", "--cache-dir",
+                              os.path.join(workdir, "exports")]) == 0
+    finally:
+        os.umask(previous)
+    assert os.stat(output).st_mode & 0o777 == 0o644
+
+
+def test_two_runs_sharing_a_cold_cache_both_finish_with_equal_outputs(workdir, model_dir):
+    input_path = write_reviews_csv(os.path.join(workdir, "shared.csv"), review_texts(300, start=50))
+    cache = os.path.join(workdir, "shared_exports")
+    env = dict(os.environ, PYTHONPATH=REPO, GLOG_minloglevel="2", PYTHONWARNINGS="ignore")
+    runs = [subprocess.Popen([os.path.join(REPO, ".venv", "bin", "python"), "-m", "pipeline", input_path, model_dir,
+                              os.path.join(workdir, f"shared_{i}.csv"), "--quiet", "--cache-dir", cache],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]
+    for run in runs:
+        _, stderr = run.communicate(timeout=300)
+        assert run.returncode == 0, stderr
+    first, second = (pd.read_csv(os.path.join(workdir, f"shared_{i}.csv")) for i in range(2))
+    pd.testing.assert_frame_equal(first, second)
+    entries = os.listdir(cache)
+    assert entries and not [name for name in entries if name.startswith(".")]
+    assert all(os.path.isfile(os.path.join(cache, name, "export.json")) for name in entries)

@@ -1,0 +1,100 @@
+"""Child processes of a run (tokenizer shards, predictor workers): faults
+become one clear error, never a hang.
+
+A worker killed or crashed breaks its ProcessPoolExecutor; the run then
+names the dead process and what it held, stops every other worker and ends
+without writing a submission. A worker that finishes nothing for
+`stall_timeout` seconds is treated the same way. Workers ignore SIGINT, so
+Ctrl-C reaches the main process alone, which stops them and says so once.
+"""
+from __future__ import annotations
+
+import signal
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
+from typing import Callable, Iterator
+
+# Generous: a batch of the largest ERNIE on 2 cores takes seconds; a stuck
+# worker should still not hold a leaderboard slot for long.
+DEFAULT_STALL_TIMEOUT_S = 600.0
+
+
+class WorkerFailed(RuntimeError):
+    """A child process died or stalled; the run stops and writes nothing."""
+
+
+def ignore_interrupts() -> None:
+    """In a worker: leave Ctrl-C to the main process, which stops the workers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def describe_exit(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "still running"
+    if exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exit code {exitcode}"
+
+
+def worker_processes(executor: ProcessPoolExecutor) -> list:
+    return list((getattr(executor, "_processes", None) or {}).values())
+
+
+def culprits(processes: list, wait_s: float = 2.0) -> str:
+    """The processes that died on their own. A broken pool SIGTERMs the rest,
+    which are not the cause; if SIGTERM is all there is, someone sent it.
+    A killed process closes its pipes a moment before it can be reaped, so
+    its exit status is waited for briefly."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        dead = [p for p in processes if p.exitcode not in (None, 0)]
+        own = [p for p in dead if p.exitcode != -signal.SIGTERM]
+        if own or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    return ", ".join(f"pid {p.pid} ({describe_exit(p.exitcode)})" for p in own or dead) or "a worker process"
+
+
+def stop(executor: ProcessPoolExecutor, known: list = ()) -> None:
+    """Stop every worker now: pending work is cancelled and live processes
+    are terminated (killed if they linger), so no child outlives the run.
+    `known` adds processes a broken pool has already forgotten."""
+    processes = list(known) + [p for p in worker_processes(executor) if p not in known]
+    executor.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=5)
+        if process.is_alive():
+            process.kill()
+            process.join(timeout=5)
+
+
+def results_in_order(executor: ProcessPoolExecutor, futures: list[Future], what: str,
+                     stall_timeout: float = DEFAULT_STALL_TIMEOUT_S,
+                     on_done: Callable[[int], None] | None = None) -> Iterator:
+    """Each future's result in order; a dead or stalled worker raises
+    WorkerFailed naming the process and the job (0-based) it was waiting on."""
+    processes = worker_processes(executor)  # a broken pool forgets them
+    for index, future in enumerate(futures):
+        try:
+            result = future.result(timeout=stall_timeout)
+        except BrokenProcessPool:
+            everyone = processes + [p for p in worker_processes(executor) if p not in processes]
+            culprit = culprits(everyone)  # before stop(), whose SIGTERMs would blur the cause
+            stop(executor, everyone)
+            raise WorkerFailed(f"{what} worker {culprit} died; job {index} of {len(futures)} never finished") \
+                from None
+        except FutureTimeout:
+            stop(executor, processes)
+            raise WorkerFailed(f"{what} workers finished nothing for {stall_timeout:.0f}s (job {index} of "
+                               f"{len(futures)}); stopped them (--stall-timeout)") from None
+        if on_done:
+            on_done(1)
+        yield result
