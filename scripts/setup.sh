@@ -19,5 +19,14 @@ if [ ! -x .venv/bin/python ]; then
   "$py" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -r requirements.txt
+# Every package pinned to the environment the tests last passed in, so a
+# later install gets the same one (refresh: see constraints/README.md).
+version="$(.venv/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+constraints="constraints/python$version.txt"
+if [ -f "$constraints" ]; then
+  .venv/bin/python -m pip install --quiet -r requirements.txt -c "$constraints"
+else
+  echo "no $constraints: installing the newest versions requirements.txt allows" >&2
+  .venv/bin/python -m pip install --quiet -r requirements.txt
+fi
 echo "environment ready: $here/.venv"
