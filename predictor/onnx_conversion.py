@@ -15,6 +15,7 @@ ONNX Runtime folds constants itself when it loads the model.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -74,8 +75,12 @@ def fuse_transformer(onnx_path: str, fused_path: str, shape: TransformerShape) -
     fold_constants(onnx_path, folded)
     fusion = FusionOptions("bert")
     fusion.attention_mask_format = AttentionMaskFormat.AttentionMask
-    model = optimize_model(folded, model_type="bert", num_heads=shape.num_heads, hidden_size=shape.hidden_size,
-                           optimization_options=fusion, opt_level=0)
+    logging.disable(logging.INFO)  # its per-fusion INFO lines would bury the run's report; the counts are kept
+    try:
+        model = optimize_model(folded, model_type="bert", num_heads=shape.num_heads, hidden_size=shape.hidden_size,
+                               optimization_options=fusion, opt_level=0)
+    finally:
+        logging.disable(logging.NOTSET)
     model.save_model_to_file(fused_path)
     os.remove(folded)
     return {op: count for op, count in model.get_fused_operator_statistics().items() if count}
