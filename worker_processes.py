@@ -14,7 +14,7 @@ import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 # Generous: a batch of the largest ERNIE on 2 cores takes seconds; a stuck
 # worker should still not hold a leaderboard slot for long.
@@ -70,27 +70,46 @@ def stop(executor: ProcessPoolExecutor, known: list = ()) -> None:
         if process.is_alive():
             process.terminate()
     for process in processes:
-        process.join(timeout=5)
-        if process.is_alive():
+        if not _reaped(process, 5.0):
             process.kill()
-            process.join(timeout=5)
+            _reaped(process, 5.0)
 
 
-def results_in_order(executor: ProcessPoolExecutor, futures: list[Future], what: str,
-                     stall_timeout: float = DEFAULT_STALL_TIMEOUT_S,
-                     on_done: Callable[[int], None] | None = None) -> Iterator:
-    """Each future's result in order; a dead or stalled worker raises
+def _reaped(process, timeout: float) -> bool:
+    """Wait until the process has exited and been reaped. join() alone can
+    return early: a dying process closes its pipes before it can be reaped."""
+    deadline = time.monotonic() + timeout
+    while process.exitcode is None and time.monotonic() < deadline:
+        process.join(timeout=0.02)
+    return process.exitcode is not None
+
+
+def _died(executor: ProcessPoolExecutor, processes: list, what: str, job: str) -> WorkerFailed:
+    everyone = processes + [p for p in worker_processes(executor) if p not in processes]
+    culprit = culprits(everyone)  # before stop(), whose SIGTERMs would blur the cause
+    stop(executor, everyone)
+    return WorkerFailed(f"{what} worker {culprit} died; {job}")
+
+
+def run_in_order(executor: ProcessPoolExecutor, fn: Callable, calls: Iterable[tuple], what: str,
+                 stall_timeout: float = DEFAULT_STALL_TIMEOUT_S,
+                 on_done: Callable[[int], None] | None = None) -> Iterator:
+    """fn(*args) for each args of `calls` on the workers, results in order. A
+    dead or stalled worker, noticed while submitting or while waiting, raises
     WorkerFailed naming the process and the job (0-based) it was waiting on."""
-    processes = worker_processes(executor)  # a broken pool forgets them
+    processes: list = []  # a broken pool forgets them; submit() starts them
+    futures: list[Future] = []
+    try:
+        for args in calls:
+            futures.append(executor.submit(fn, *args))
+            processes += [p for p in worker_processes(executor) if p not in processes]
+    except BrokenProcessPool:
+        raise _died(executor, processes, what, f"before job {len(futures)} could be handed out") from None
     for index, future in enumerate(futures):
         try:
             result = future.result(timeout=stall_timeout)
         except BrokenProcessPool:
-            everyone = processes + [p for p in worker_processes(executor) if p not in processes]
-            culprit = culprits(everyone)  # before stop(), whose SIGTERMs would blur the cause
-            stop(executor, everyone)
-            raise WorkerFailed(f"{what} worker {culprit} died; job {index} of {len(futures)} never finished") \
-                from None
+            raise _died(executor, processes, what, f"job {index} of {len(futures)} never finished") from None
         except FutureTimeout:
             stop(executor, processes)
             raise WorkerFailed(f"{what} workers finished nothing for {stall_timeout:.0f}s (job {index} of "

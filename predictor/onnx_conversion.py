@@ -79,9 +79,9 @@ def fuse_transformer(onnx_path: str, fused_path: str, shape: TransformerShape) -
     try:
         model = optimize_model(folded, model_type="bert", num_heads=shape.num_heads, hidden_size=shape.hidden_size,
                                optimization_options=fusion, opt_level=0)
+        model.save_model_to_file(fused_path)
     finally:
         logging.disable(logging.NOTSET)
-    model.save_model_to_file(fused_path)
     os.remove(folded)
     return {op: count for op, count in model.get_fused_operator_statistics().items() if count}
 

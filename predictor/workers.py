@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
 from predictor.engine import EngineOptions
-from worker_processes import DEFAULT_STALL_TIMEOUT_S, ignore_interrupts, results_in_order, stop
+from worker_processes import DEFAULT_STALL_TIMEOUT_S, ignore_interrupts, run_in_order, stop
 
 
 @dataclass(frozen=True)
@@ -104,9 +104,9 @@ class WorkerPool:
             self._executor = ProcessPoolExecutor(
                 max_workers=len(specs), mp_context=context, initializer=_start_worker, initargs=(queue, all_loaded)
             )
-            warm_up = [self._executor.submit(_loaded) for _ in specs]
             try:
-                list(results_in_order(self._executor, warm_up, "predictor (loading)", self._stall_timeout))
+                list(run_in_order(self._executor, _loaded, [()] * len(specs), "predictor (loading)",
+                                  self._stall_timeout))
             except BaseException:
                 self.close(failed=True)
                 raise
@@ -123,8 +123,8 @@ class WorkerPool:
                     on_done(1)
                 yield result
             return
-        futures = [self._executor.submit(_run_job, job) for job in jobs]
-        yield from results_in_order(self._executor, futures, "predictor", self._stall_timeout, on_done)
+        yield from run_in_order(self._executor, _run_job, ((job,) for job in jobs), "predictor", self._stall_timeout,
+                                on_done)
 
     def close(self, failed: bool = False) -> None:
         """Let the workers exit; after a failure (or Ctrl-C), stop them at once."""

@@ -17,7 +17,7 @@ import numpy as np
 from preprocess.encoded_rows import EncodedRows
 from preprocess.framing import frame_for_generation, frame_single_or_pair
 from preprocess.wordpiece import FastWordPiece
-from worker_processes import ignore_interrupts, results_in_order, stop
+from worker_processes import ignore_interrupts, run_in_order, stop
 
 # Below this many rows per extra process, spawning costs more than it saves
 # (FastWordPiece does ~6k reviews per second per process, and each worker
@@ -59,8 +59,7 @@ def encode_rows(vocab_path: str, framing: Framing, texts: list[str], pairs: list
     pool = ProcessPoolExecutor(len(jobs), mp_context=context, initializer=_start_worker,
                                initargs=(vocab_path, framing))
     try:
-        futures = [pool.submit(_encode_in_worker, framing, *job) for job in jobs]
-        parts = list(results_in_order(pool, futures, "tokenizer"))
+        parts = list(run_in_order(pool, _encode_in_worker, [(framing, *job) for job in jobs], "tokenizer"))
     except BaseException:
         stop(pool)
         raise

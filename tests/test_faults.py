@@ -15,38 +15,32 @@ import pytest
 
 import pipeline
 from tests.tiny_checkpoints import review_texts, tiny_classifier, write_reviews_csv
-from worker_processes import WorkerFailed, results_in_order
+from worker_processes import WorkerFailed, run_in_order
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _kill_myself(_):
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _sleep(seconds):
+def _job(kind: str, seconds: float = 0.0):
+    if kind == "die":
+        os.kill(os.getpid(), signal.SIGKILL)
     time.sleep(seconds)
     return seconds
 
 
 def test_a_killed_worker_is_named_and_the_others_are_stopped():
     pool = ProcessPoolExecutor(2, mp_context=mp.get_context("spawn"))
-    futures = [pool.submit(_sleep, 0.2), pool.submit(_kill_myself, None), pool.submit(_sleep, 30)]
-    processes_before = list(pool._processes.values())
     started = time.monotonic()
     with pytest.raises(WorkerFailed, match=r"test worker pid \d+ \(killed by SIGKILL\) died"):
-        list(results_in_order(pool, futures, "test", stall_timeout=60))
+        list(run_in_order(pool, _job, [("sleep", 0.2), ("die",), ("sleep", 30)], "test", stall_timeout=60))
     assert time.monotonic() - started < 30
-    assert not any(p.is_alive() for p in processes_before)
+    assert not mp.active_children()  # the sleeping worker was stopped too
 
 
 def test_a_stalled_worker_stops_the_run():
     pool = ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"))
-    futures = [pool.submit(_sleep, 60)]
-    processes = list(pool._processes.values())
     with pytest.raises(WorkerFailed, match="finished nothing for 2s"):
-        list(results_in_order(pool, futures, "test", stall_timeout=2))
-    assert not any(p.is_alive() for p in processes)
+        list(run_in_order(pool, _job, [("sleep", 60)], "test", stall_timeout=2))
+    assert not mp.active_children()
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +64,14 @@ def children_of(pid: int) -> list[int]:
     return [int(p) for p in found]
 
 
+def command_line(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().decode(errors="replace")
+    except FileNotFoundError:  # gone since pgrep saw it
+        return "resource_tracker"
+
+
 def start_run(workdir, model_dir, input_path, output, *options) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=REPO, GLOG_minloglevel="2", PYTHONWARNINGS="ignore")
     return subprocess.Popen([os.path.join(REPO, ".venv", "bin", "python"), "-m", "pipeline", input_path, model_dir,
@@ -83,8 +85,7 @@ def wait_for_predictor_workers(run: subprocess.Popen, count: int = 2) -> list[in
     multiprocessing resource tracker is not one)."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        workers = [pid for pid in children_of(run.pid)
-                   if "resource_tracker" not in open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")]
+        workers = [pid for pid in children_of(run.pid) if "resource_tracker" not in command_line(pid)]
         if len(workers) >= count:
             return workers
         assert run.poll() is None, run.communicate()
