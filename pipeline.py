@@ -25,6 +25,7 @@ from predictor.pruning import full_vocab, prune_vocab
 from predictor.workers import RunnerSpec, WorkerPool, plan_engine_options, visible_gpu_ids
 from submit.merge import merge_in_input_order
 from submit.submission_frames import classification_frame, generation_frame
+from submit.timing_plot import plot_path_for, write_timing_plot
 from submit.timing_report import StageTimer, format_table, repeat_summary, run_report
 from submit.write_submission import OutputError, write_json, write_table
 from worker_processes import DEFAULT_STALL_TIMEOUT_S, WorkerFailed
@@ -93,6 +94,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="run N times and report min and median (leaderboard-style timing)")
     parser.add_argument("--stall-timeout", type=float, default=DEFAULT_STALL_TIMEOUT_S,
                         help="seconds without a finished batch before the run is stopped as stalled")
+    parser.add_argument("--no-plot", action="store_true",
+                        help="skip the timing picture (a PNG next to the timing report)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or table")
     generation = parser.add_argument_group("generation")
     generation.add_argument("--decode", choices=["greedy", "beam"], default="greedy")
@@ -421,6 +424,9 @@ def main(argv: list[str] | None = None) -> int:
             report["repeat"] = repeat_summary(reports)
         timing_path = args.timing or args.output + ".timing.json"
         write_json(report, timing_path)
+        plot_path = None if args.no_plot else plot_path_for(timing_path)
+        if plot_path:
+            write_timing_plot(report, plot_path)
     except (InputError, CheckpointError, OutputError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -441,7 +447,8 @@ def main(argv: list[str] | None = None) -> int:
             summary = report["repeat"]
             print(f"{summary['repeats']} runs: total min {summary['total_s_min']:.2f}s, "
                   f"median {summary['total_s_median']:.2f}s")
-        print(f"wrote {args.output} ({report['rows']} rows) and {timing_path}")
+        print(f"wrote {args.output} ({report['rows']} rows) and {timing_path}" +
+              (f" (picture: {plot_path})" if plot_path else ""))
     return 0
 
 

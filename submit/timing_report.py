@@ -79,6 +79,7 @@ def repeat_summary(reports: list[dict]) -> dict:
     totals = [r["total_s"] for r in reports]
     return {
         "repeats": len(reports),
+        "totals_s": totals,
         "total_s_min": min(totals),
         "total_s_median": statistics.median(totals),
         "stages_s_median": {

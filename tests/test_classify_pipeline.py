@@ -113,8 +113,15 @@ def test_second_run_reuses_the_export(workdir, model_dir, texts):
 
 def test_repeat_reports_min_and_median(workdir, model_dir, texts):
     _, report = run_pipeline(workdir, model_dir, texts[:8], "repeat", "--repeat", "2")
-    assert report["repeat"]["repeats"] == 2
+    assert report["repeat"]["repeats"] == 2 and len(report["repeat"]["totals_s"]) == 2
     assert report["repeat"]["total_s_min"] <= report["repeat"]["total_s_median"]
+    assert os.path.getsize(os.path.join(workdir, "repeat_submission.csv.timing.png")) > 0  # the picture, by default
+
+
+def test_no_plot_skips_the_picture(workdir, model_dir, texts):
+    run_pipeline(workdir, model_dir, texts[:4], "no_plot", "--no-plot")
+    assert os.path.isfile(os.path.join(workdir, "no_plot_submission.csv.timing.json"))
+    assert not os.path.exists(os.path.join(workdir, "no_plot_submission.csv.timing.png"))
 
 
 def test_run_sh_smoke_and_bad_input_exit_code(workdir, model_dir, texts):
