@@ -452,5 +452,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def exit_with(status: int) -> None:
+    """End the process with `status`. After a dead worker or an interrupt the
+    run has stopped its workers and removed its temporary files; CPython's
+    exit hooks for process pools would still join the pools' manager threads,
+    which after a killed worker can hang or print tracebacks, so a failed run
+    leaves without them."""
+    if status in (1, 130, 143):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

@@ -9,6 +9,7 @@ Ctrl-C reaches the main process alone, which stops them and says so once.
 """
 from __future__ import annotations
 
+import os
 import signal
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -65,6 +66,8 @@ def stop(executor: ProcessPoolExecutor, known: list = ()) -> None:
     are terminated (killed if they linger), so no child outlives the run.
     `known` adds processes a broken pool has already forgotten."""
     processes = list(known) + [p for p in worker_processes(executor) if p not in known]
+    call_queue = getattr(executor, "_call_queue", None)  # shutdown() forgets both
+    manager = getattr(executor, "_executor_manager_thread", None)
     executor.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         if process.is_alive():
@@ -73,6 +76,27 @@ def stop(executor: ProcessPoolExecutor, known: list = ()) -> None:
         if not _reaped(process, 5.0):
             process.kill()
             _reaped(process, 5.0)
+    _drain_until_done(call_queue, manager)
+
+
+def _drain_until_done(call_queue, manager, timeout: float = 10.0) -> None:
+    """A worker killed while the pool's feeder thread is writing a large job
+    into the call queue's pipe leaves that thread blocked for good (CPython
+    3.10 and 3.11), and with it the pool's manager thread, which joins it,
+    and the interpreter's exit, which joins the manager: the run printed its
+    error and then never ended. Every worker is gone now, so nobody else reads
+    that pipe: read and drop its bytes (raw: a dead reader may have left half
+    a message) until the manager thread has finished."""
+    reader = getattr(call_queue, "_reader", None)
+    if reader is None or manager is None:
+        return
+    deadline = time.monotonic() + timeout
+    while manager.is_alive() and time.monotonic() < deadline:
+        try:
+            if reader.poll(0.05):
+                os.read(reader.fileno(), 1 << 20)
+        except (OSError, EOFError, ValueError):
+            return
 
 
 def _reaped(process, timeout: float) -> bool:

@@ -73,14 +73,14 @@ def command_line(pid: int) -> str:
 
 
 def start_run(workdir, model_dir, input_path, output, *options) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=REPO, GLOG_minloglevel="2", PYTHONWARNINGS="ignore")
+    env = dict(os.environ, PYTHONPATH=REPO, GLOG_minloglevel="2", PYTHONWARNINGS="ignore", PYTHONFAULTHANDLER="1")
     return subprocess.Popen([os.path.join(REPO, ".venv", "bin", "python"), "-m", "pipeline", input_path, model_dir,
                              output, "--quiet", "--workers", "2", "--threads", "1", "--token-budget", "64",
                              "--max-seq-len", "64", "--cache-dir", os.path.join(workdir, "exports"), *options],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
-def wait_for_predictor_workers(run: subprocess.Popen, count: int = 2) -> list[int]:
+def wait_for_workers(run: subprocess.Popen, count: int = 2) -> list[int]:
     """The run's worker processes, once `count` of them exist (the
     multiprocessing resource tracker is not one)."""
     deadline = time.monotonic() + 120
@@ -96,7 +96,7 @@ def wait_for_predictor_workers(run: subprocess.Popen, count: int = 2) -> list[in
 def test_a_killed_predictor_worker_fails_the_run_and_writes_nothing(workdir, model_dir, long_input):
     output = os.path.join(workdir, "killed.csv")
     run = start_run(workdir, model_dir, long_input, output)
-    workers = wait_for_predictor_workers(run)
+    workers = wait_for_workers(run)
     time.sleep(1.0)  # past loading, into prediction
     killed_at = time.monotonic()
     os.kill(workers[0], signal.SIGKILL)
@@ -110,12 +110,26 @@ def test_a_killed_predictor_worker_fails_the_run_and_writes_nothing(workdir, mod
                    for pid in workers)
 
 
+def test_a_killed_tokenizer_worker_fails_the_run_and_writes_nothing(workdir, model_dir):
+    # Two tokenizer shards need at least 2 x 20000 rows; these take seconds.
+    input_path = write_reviews_csv(os.path.join(workdir, "huge.csv"), review_texts(4000) * 30)
+    output = os.path.join(workdir, "tokenizer_killed.csv")
+    run = start_run(workdir, model_dir, input_path, output, "--tokenizer-workers", "2")
+    tokenizers = wait_for_workers(run)  # the first child processes are the tokenizer's
+    time.sleep(0.5)
+    os.kill(tokenizers[0], signal.SIGKILL)
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 1, stderr
+    assert f"tokenizer worker pid {tokenizers[0]} (killed by SIGKILL) died" in stderr, stderr
+    assert "Traceback" not in stderr and not os.path.exists(output)
+
+
 @pytest.mark.parametrize("sent, status, said", [(signal.SIGINT, 130, "interrupted; nothing written"),
                                                 (signal.SIGTERM, 143, "terminated; nothing written")])
 def test_interrupt_exits_cleanly_with_nothing_left_behind(workdir, model_dir, long_input, sent, status, said):
     output = os.path.join(workdir, "out", f"interrupted_{sent}.csv")
     run = start_run(workdir, model_dir, long_input, output)
-    workers = wait_for_predictor_workers(run)
+    workers = wait_for_workers(run)
     time.sleep(1.0)
     run.send_signal(sent)
     _, stderr = run.communicate(timeout=60)
@@ -152,7 +166,7 @@ def test_the_submission_gets_the_umask_mode(workdir, model_dir):
 def test_two_runs_sharing_a_cold_cache_both_finish_with_equal_outputs(workdir, model_dir):
     input_path = write_reviews_csv(os.path.join(workdir, "shared.csv"), review_texts(300, start=50))
     cache = os.path.join(workdir, "shared_exports")
-    env = dict(os.environ, PYTHONPATH=REPO, GLOG_minloglevel="2", PYTHONWARNINGS="ignore")
+    env = dict(os.environ, PYTHONPATH=REPO, GLOG_minloglevel="2", PYTHONWARNINGS="ignore", PYTHONFAULTHANDLER="1")
     runs = [subprocess.Popen([os.path.join(REPO, ".venv", "bin", "python"), "-m", "pipeline", input_path, model_dir,
                               os.path.join(workdir, f"shared_{i}.csv"), "--quiet", "--cache-dir", cache],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]
