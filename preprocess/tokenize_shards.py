@@ -67,9 +67,36 @@ def encode_rows(vocab_path: str, framing: Framing, texts: list[str], pairs: list
     return EncodedRows.concat(parts)
 
 
+# A word longer than this many characters is one [UNK]; shorter, it gives at
+# most one token per character. So when a text is cut mid-word, only its last
+# WORD_TAIL tokens can differ from the uncut text's.
+WORD_TAIL = 101
+# First guess at characters per kept token when cutting; doubled until enough.
+CUT_CHARS_PER_TOKEN = 8
+
+
+def encode_bounded(wordpiece: FastWordPiece, texts, max_tokens: int) -> list[np.ndarray]:
+    """Each text's first ids, exactly as in the uncut text's, at least
+    max_tokens + 1 of them where the text has that many (so truncation is
+    still seen and counted). A long text is tokenised from a prefix that
+    grows until it yields max_tokens + WORD_TAIL ids: a 1 MB row then costs
+    milliseconds and kilobytes, not seconds and hundreds of MB."""
+    cut = (max_tokens + WORD_TAIL) * CUT_CHARS_PER_TOKEN
+    ids = wordpiece.encode([text if len(text) <= cut else text[:cut] for text in texts])
+    for i, text in enumerate(texts):
+        prefix = cut
+        while len(text) > prefix and len(ids[i]) < max_tokens + WORD_TAIL:
+            prefix *= 2
+            ids[i] = wordpiece.encode([text[:prefix]])[0]
+        if len(text) > prefix:  # cut: drop the tail the cut may have changed
+            ids[i] = ids[i][:max_tokens + 1]
+    return ids
+
+
 def _encode_shard(wordpiece: FastWordPiece, framing: Framing, texts, pairs) -> EncodedRows:
-    ids_a = wordpiece.encode(texts)
-    ids_b = wordpiece.encode(pairs) if pairs is not None else [None] * len(texts)
+    # No segment keeps more than max_seq_len ids, whatever the framing.
+    ids_a = encode_bounded(wordpiece, texts, framing.max_seq_len)
+    ids_b = encode_bounded(wordpiece, pairs, framing.max_seq_len) if pairs is not None else [None] * len(texts)
     frame = _framer(wordpiece, framing)
     framed = [frame(a, b) for a, b in zip(ids_a, ids_b)]
     return EncodedRows.from_rows([f[0] for f in framed], [f[1] for f in framed], [f[2] for f in framed])

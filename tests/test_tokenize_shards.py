@@ -20,3 +20,27 @@ def test_three_processes_equal_one(demo_vocab_file, demo_texts):
     for field in ("token_ids", "token_type_ids", "offsets", "truncated"):
         assert np.array_equal(getattr(alone, field), getattr(sharded, field)), field
     assert len(sharded) == 90 and sharded.truncated.any()
+
+
+def test_long_texts_are_tokenised_from_a_prefix_with_the_same_first_ids(demo_vocab_file, demo_texts):
+    from preprocess.wordpiece import FastWordPiece
+    from preprocess.tokenize_shards import WORD_TAIL, encode_bounded
+
+    wordpiece = FastWordPiece(demo_vocab_file, keep_special_tokens_whole=True)
+    chinese = "".join(demo_texts)
+    texts = [
+        demo_texts[0],                                           # short: untouched
+        chinese[:60_000],                                        # one char, one token
+        ("Tokenisation of English words, 12345 and more. " * 3000),
+        "x" * 30_000 + " tail",                                  # one endless word: [UNK]
+        " " * 20_000 + chinese[:3000],                           # deleted characters first
+        ("[SEP]好" * 5000),                                       # special tokens kept whole
+    ]
+    for max_tokens in (16, 128):
+        full = wordpiece.encode(texts)
+        bounded = encode_bounded(wordpiece, texts, max_tokens)
+        assert np.array_equal(bounded[0], full[0])
+        for got, want in zip(bounded, full):
+            assert len(got) >= min(len(want), max_tokens + 1)
+            assert np.array_equal(got[:max_tokens + 1], want[:max_tokens + 1])
+        assert all(len(ids) <= max(max_tokens + WORD_TAIL, len(want)) for ids, want in zip(bounded, full))
