@@ -4,9 +4,12 @@
 # bash run.sh INPUT MODEL_DIR OUTPUT [options]  a real run (bash run.sh --help)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-python="$here/.venv/bin/python"
+# VENV: the environment scripts/setup.sh made (default .venv, relative to the repo).
+venv="${VENV:-.venv}"
+case "$venv" in /*) ;; *) venv="$here/$venv" ;; esac
+python="$venv/bin/python"
 if [ ! -x "$python" ]; then
-  echo "No environment yet: run 'bash scripts/setup.sh' first." >&2
+  echo "No environment at $venv yet: run '${VENV:+VENV=$VENV }bash scripts/setup.sh' first." >&2
   exit 1
 fi
 # Every PaddleNLP / Hugging Face cache stays inside the repo, never in $HOME.

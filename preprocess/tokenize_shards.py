@@ -1,6 +1,6 @@
 """Tokenise the input rows in contiguous shards across worker processes.
 
-Each worker builds its own FastWordPiece (the C++ tokenizer does not cross
+Each worker builds its own FastWordPiece (neither WordPiece engine crosses
 process boundaries) and frames its rows for the task; shards come back as
 EncodedRows and are concatenated in shard order, so row i of the result is
 row i of the input. Spawning a process costs a fraction of a second, so
@@ -117,7 +117,7 @@ _wordpiece: FastWordPiece | None = None
 def _start_worker(vocab_path: str, framing: Framing) -> None:
     global _wordpiece
     ignore_interrupts()
-    # Parallelism comes from the processes; one C++ thread each.
+    # Parallelism comes from the processes; one engine thread each.
     _wordpiece = _wordpiece_for(vocab_path, framing, num_threads=1)
 
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m scripts.benchmark classify [--rows 2000] [-- harness options]
     .venv/bin/python -m scripts.benchmark generate [--rows 200] [--decode beam] [-- harness options]
-    .venv/bin/python -m scripts.benchmark tokenizer               (every demo review, one process each side)
+    .venv/bin/python -m scripts.benchmark tokenizer               (every demo review, each WordPiece engine installed)
 
 Both sides are timed end to end as a user runs them: a fresh process that
 imports, loads the checkpoint, tokenises, predicts and writes the submission.
@@ -18,8 +18,10 @@ vocabulary pruning off (the default) and, in a last run, on.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -27,6 +29,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from scripts.demo_setup import classify_demo, generate_demo
@@ -54,25 +57,46 @@ def compare(task: str, ours_path: str, theirs_path: str) -> dict:
 
 
 def tokenizer_benchmark() -> dict:
-    """The harness's WordPiece against paddlenlp's ErnieTokenizer on every
-    demo review, one process each: speed, and how many id lists differ."""
+    """The harness's WordPiece, on each engine installed, against paddlenlp's
+    ErnieTokenizer on every demo review, one process and one thread each:
+    speed, and how many id lists differ."""
     from paddlenlp.transformers import ErnieTokenizer
 
-    from preprocess.wordpiece import FastWordPiece
+    from preprocess.wordpiece import BACKENDS, FastWordPiece
     from scripts.demo_corpus import load_reviews
+    from scripts.demo_models import ERNIE_MEDIUM
+    from scripts.demo_setup import DEMO_DIR, demo_vocab_path
 
     texts = [review.text for review in load_reviews()]
-    vocab_path = os.path.join(classify_demo().model_dir, "vocab.txt")
-    fast, slow = FastWordPiece(vocab_path), ErnieTokenizer(vocab_file=vocab_path)
-    started = time.perf_counter()
-    fast_ids = fast.encode(texts)
-    fast_s = time.perf_counter() - started
+    # The demo classifier's vocab, without fitting its head.
+    vocab_path = demo_vocab_path(DEMO_DIR, ERNIE_MEDIUM["vocab_size"], unimo_format=False)
+    slow = ErnieTokenizer(vocab_file=vocab_path)
     started = time.perf_counter()
     slow_ids = [slow.convert_tokens_to_ids(slow.tokenize(text)) for text in texts]
     slow_s = time.perf_counter() - started
-    return {"texts": len(texts), "harness_s": round(fast_s, 2), "ernie_tokenizer_s": round(slow_s, 2),
-            "speedup": round(slow_s / fast_s, 2),
-            "differing_texts": sum(a.tolist() != b for a, b in zip(fast_ids, slow_ids))}
+    results = {"texts": len(texts), "python": platform.python_version(), "ernie_tokenizer_s": round(slow_s, 2),
+               "ernie_ids_digest": ids_digest(slow_ids)}
+    for backend in BACKENDS:
+        try:
+            fast = FastWordPiece(vocab_path, num_threads=1, backend=backend)
+        except ImportError as e:
+            results[backend] = f"not installed ({e})"
+            continue
+        started = time.perf_counter()
+        fast_ids = fast.encode(texts)
+        fast_s = time.perf_counter() - started
+        results[backend] = {"harness_s": round(fast_s, 2), "speedup": round(slow_s / fast_s, 2),
+                            "differing_texts": sum(a.tolist() != b for a, b in zip(fast_ids, slow_ids)),
+                            "ids_digest": ids_digest(fast_ids)}
+    return results
+
+
+def ids_digest(ids: list) -> str:
+    """Short digest of every id list (lengths included), to compare runs across Pythons and engines."""
+    digest = hashlib.sha256(np.array([len(x) for x in ids], dtype=np.int64).tobytes())
+    for x in ids:
+        digest.update(np.asarray(x, dtype=np.int64).tobytes())
+    return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)

@@ -41,12 +41,13 @@ def _write_reviews(path: str, rows: int) -> list:
     return chosen
 
 
-def _demo_vocab(demo_dir: str, size: int, unimo_format: bool) -> str:
+def demo_vocab_path(demo_dir: str, size: int, unimo_format: bool) -> str:
     from scripts.demo_corpus import load_reviews
     from scripts.demo_vocab import build_vocab, write_vocab
 
     path = os.path.join(demo_dir, f"vocab_{size}{'_unimo' if unimo_format else ''}.txt")
     if not os.path.isfile(path):
+        os.makedirs(demo_dir, exist_ok=True)
         write_vocab(build_vocab((r.text for r in load_reviews()), size), path, unimo_format=unimo_format)
     return path
 
@@ -73,7 +74,7 @@ def classify_demo(rows: int = CLASSIFY_ROWS, demo_dir: str = DEMO_DIR) -> DemoPa
                              f"and {HEAD_FIT_ROWS} others to fit the head on")
         print(f"fitting the demo classifier's head on {HEAD_FIT_ROWS} reviews outside the demo input...",
               flush=True)
-        fit = save_classifier(paths.model_dir, _demo_vocab(demo_dir, ERNIE_MEDIUM["vocab_size"], unimo_format=False),
+        fit = save_classifier(paths.model_dir, demo_vocab_path(demo_dir, ERNIE_MEDIUM["vocab_size"], unimo_format=False),
                               fit_on=[(r.text, r.label) for r in reviews[-HEAD_FIT_ROWS:]])
         print(f"head fitted: held-out accuracy {fit.held_out_accuracy:.3f}", flush=True)
     return paths
@@ -90,5 +91,5 @@ def generate_demo(rows: int = GENERATE_ROWS, demo_dir: str = DEMO_DIR) -> DemoPa
     )
     _write_reviews(paths.input, rows)
     if not os.path.isfile(os.path.join(paths.model_dir, "model_state.pdparams")):
-        save_generator(paths.model_dir, _demo_vocab(demo_dir, UNIMO_TEXT["vocab_size"], unimo_format=True))
+        save_generator(paths.model_dir, demo_vocab_path(demo_dir, UNIMO_TEXT["vocab_size"], unimo_format=True))
     return paths

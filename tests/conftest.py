@@ -1,6 +1,7 @@
 """Shared fixtures: the demo reviews and a demo vocab.txt built from them."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ os.environ.setdefault("HF_HOME", "/tmp/hf")
 # Plain `pytest` (unlike `python -m pytest`) does not put the repo root on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from preprocess.wordpiece import BACKENDS  # noqa: E402
 from scripts.demo_corpus import load_reviews  # noqa: E402
 from scripts.demo_vocab import build_vocab, write_vocab  # noqa: E402
 
@@ -28,3 +30,13 @@ def demo_vocab_file(tmp_path_factory, demo_texts) -> str:
     path = tmp_path_factory.mktemp("demo_vocab") / "vocab.txt"
     write_vocab(build_vocab(demo_texts, 40000), str(path))
     return str(path)
+
+
+@pytest.fixture(scope="module", params=[
+    pytest.param(name, marks=pytest.mark.skipif(importlib.util.find_spec(name) is None,
+                                                 reason=f"{name} is not installed for this Python"))
+    for name in BACKENDS
+])
+def wordpiece_backend(request) -> str:
+    """Each WordPiece engine installed here (fast_tokenizer has wheels for Python 3.10 only)."""
+    return request.param

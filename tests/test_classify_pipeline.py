@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -125,11 +126,12 @@ def test_no_plot_skips_the_picture(workdir, model_dir, texts):
 
 
 def test_run_sh_smoke_and_bad_input_exit_code(workdir, model_dir, texts):
+    this_venv = dict(os.environ, VENV=sys.prefix)  # run.sh on the environment running the tests
     input_path = write_reviews_csv(os.path.join(workdir, "smoke.csv"), texts[:5])
     output = os.path.join(workdir, "smoke_out.jsonl")
     done = subprocess.run(["bash", os.path.join(REPO, "run.sh"), input_path, model_dir, output,
                            "--cache-dir", os.path.join(workdir, "exports")],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, env=this_venv)
     assert done.returncode == 0, done.stderr
     assert "predict" in done.stdout
     written = pd.read_json(output, lines=True, dtype={"id": str})
@@ -139,6 +141,6 @@ def test_run_sh_smoke_and_bad_input_exit_code(workdir, model_dir, texts):
     with open(bad, "w", encoding="utf-8") as f:
         f.write("id,text\n1,好\n1,坏\n")
     done = subprocess.run(["bash", os.path.join(REPO, "run.sh"), bad, model_dir, output],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, env=this_venv)
     assert done.returncode == 2
     assert "bad.csv, row 2, field 'id': duplicate id '1'" in done.stderr

@@ -7,6 +7,7 @@ import multiprocessing as mp
 import os
 import signal
 import subprocess
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 
@@ -74,7 +75,7 @@ def command_line(pid: int) -> str:
 
 def start_run(workdir, model_dir, input_path, output, *options) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=REPO, GLOG_minloglevel="2", PYTHONWARNINGS="ignore", PYTHONFAULTHANDLER="1")
-    return subprocess.Popen([os.path.join(REPO, ".venv", "bin", "python"), "-m", "pipeline", input_path, model_dir,
+    return subprocess.Popen([sys.executable, "-m", "pipeline", input_path, model_dir,
                              output, "--quiet", "--workers", "2", "--threads", "1", "--token-budget", "64",
                              "--max-seq-len", "64", "--cache-dir", os.path.join(workdir, "exports"), *options],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -167,7 +168,7 @@ def test_two_runs_sharing_a_cold_cache_both_finish_with_equal_outputs(workdir, m
     input_path = write_reviews_csv(os.path.join(workdir, "shared.csv"), review_texts(300, start=50))
     cache = os.path.join(workdir, "shared_exports")
     env = dict(os.environ, PYTHONPATH=REPO, GLOG_minloglevel="2", PYTHONWARNINGS="ignore", PYTHONFAULTHANDLER="1")
-    runs = [subprocess.Popen([os.path.join(REPO, ".venv", "bin", "python"), "-m", "pipeline", input_path, model_dir,
+    runs = [subprocess.Popen([sys.executable, "-m", "pipeline", input_path, model_dir,
                               os.path.join(workdir, f"shared_{i}.csv"), "--quiet", "--cache-dir", cache],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]
     for run in runs:

@@ -22,11 +22,12 @@ def test_unimo_vocab_format_is_read_by_id(unimo_vocab_file):
 
 
 @pytest.mark.parametrize("max_seq_len, max_title_len, with_title", [(128, 0, False), (40, 0, False), (64, 16, True)])
-def test_frames_equal_gen_encode(unimo_vocab_file, demo_texts, max_seq_len, max_title_len, with_title):
+def test_frames_equal_gen_encode(unimo_vocab_file, demo_texts, wordpiece_backend, max_seq_len, max_title_len,
+                                 with_title):
     from paddlenlp.transformers import UNIMOTokenizer
 
     reference = UNIMOTokenizer(unimo_vocab_file)
-    wordpiece = FastWordPiece(unimo_vocab_file)
+    wordpiece = FastWordPiece(unimo_vocab_file, backend=wordpiece_backend)
     sources = demo_texts[200:400] + ["这个[SEP]不错～～", "ＯＫ！０∶２"]
     titles = demo_texts[400:600] + ["标题", "题"] if with_title else None
     source_ids = wordpiece.encode(sources)

@@ -1,4 +1,5 @@
-"""FastWordPiece + frame_single_or_pair must give exactly paddlenlp ErnieTokenizer's ids.
+"""FastWordPiece + frame_single_or_pair must give exactly paddlenlp ErnieTokenizer's ids,
+on each WordPiece engine installed (the `wordpiece_backend` fixture).
 
 The reference is `ErnieTokenizer(vocab_file=...)`, paddlenlp 2.8.1, and, for
 keep_special_tokens_whole=True, `ErnieTokenizer.from_pretrained(dir)`. Edge
@@ -17,7 +18,7 @@ import pytest
 from paddlenlp.transformers import ErnieTokenizer
 
 from preprocess.framing import frame_single_or_pair
-from preprocess.wordpiece import FastWordPiece, _text_rewriter
+from preprocess.wordpiece import BACKEND_VARIABLE, FastWordPiece, _text_rewriter, choose_backend
 from scripts.demo_vocab import build_vocab, write_vocab
 
 EDGE_CASES = [
@@ -68,8 +69,8 @@ def slow_tokenizer(demo_vocab_file) -> ErnieTokenizer:
 
 
 @pytest.fixture(scope="module")
-def fast_tokenizer(demo_vocab_file) -> FastWordPiece:
-    return FastWordPiece(demo_vocab_file)
+def wordpiece(demo_vocab_file, wordpiece_backend) -> FastWordPiece:
+    return FastWordPiece(demo_vocab_file, backend=wordpiece_backend)
 
 
 @pytest.fixture(scope="module")
@@ -79,14 +80,14 @@ def edge_vocab_file(tmp_path_factory, demo_texts) -> str:
     return str(path)
 
 
-def test_first_2000_reviews_single_text(demo_texts, slow_tokenizer, fast_tokenizer):
+def test_first_2000_reviews_single_text(demo_texts, slow_tokenizer, wordpiece):
     texts = demo_texts[:2000]
-    ids = fast_tokenizer.encode(texts)
+    ids = wordpiece.encode(texts)
     n_truncated = 0
     for text, wordpiece_ids in zip(texts, ids):
         expected = slow_tokenizer(text, max_length=128, truncation=True)
         input_ids, token_type_ids, was_truncated = frame_single_or_pair(
-            wordpiece_ids, None, 128, fast_tokenizer.cls_id, fast_tokenizer.sep_id
+            wordpiece_ids, None, 128, wordpiece.cls_id, wordpiece.sep_id
         )
         assert input_ids.tolist() == expected["input_ids"], text
         assert token_type_ids.tolist() == expected["token_type_ids"], text
@@ -96,15 +97,15 @@ def test_first_2000_reviews_single_text(demo_texts, slow_tokenizer, fast_tokeniz
 
 
 @pytest.mark.parametrize("max_seq_len", [24, 128])
-def test_review_pairs(demo_texts, slow_tokenizer, fast_tokenizer, max_seq_len):
+def test_review_pairs(demo_texts, slow_tokenizer, wordpiece, max_seq_len):
     firsts, seconds = demo_texts[0:600:2], demo_texts[1:600:2]
-    ids_a, ids_b = fast_tokenizer.encode(firsts), fast_tokenizer.encode(seconds)
+    ids_a, ids_b = wordpiece.encode(firsts), wordpiece.encode(seconds)
     for a, b, wa, wb in zip(firsts, seconds, ids_a, ids_b):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # paddlenlp warns on every longest_first pair truncation
             expected = slow_tokenizer(a, text_pair=b, max_length=max_seq_len, truncation=True)
         input_ids, token_type_ids, _ = frame_single_or_pair(
-            wa, wb, max_seq_len, fast_tokenizer.cls_id, fast_tokenizer.sep_id
+            wa, wb, max_seq_len, wordpiece.cls_id, wordpiece.sep_id
         )
         assert input_ids.tolist() == expected["input_ids"], (a, b)
         assert token_type_ids.tolist() == expected["token_type_ids"], (a, b)
@@ -112,10 +113,10 @@ def test_review_pairs(demo_texts, slow_tokenizer, fast_tokenizer, max_seq_len):
 
 @pytest.mark.parametrize("vocab", ["demo", "edge"])
 @pytest.mark.parametrize("do_lower_case", [True, False])
-def test_edge_cases(demo_vocab_file, edge_vocab_file, vocab, do_lower_case):
+def test_edge_cases(demo_vocab_file, edge_vocab_file, wordpiece_backend, vocab, do_lower_case):
     vocab_file = demo_vocab_file if vocab == "demo" else edge_vocab_file
     slow = ErnieTokenizer(vocab_file=vocab_file, do_lower_case=do_lower_case)
-    fast = FastWordPiece(vocab_file, do_lower_case=do_lower_case)
+    fast = FastWordPiece(vocab_file, do_lower_case=do_lower_case, backend=wordpiece_backend)
     got = fast.encode(EDGE_CASES)
     mismatches = [
         (text, slow.tokenize(text), slow.convert_ids_to_tokens(ids.tolist()))
@@ -132,16 +133,16 @@ def test_edge_vocab_knows_the_edge_characters(edge_vocab_file):
         assert slow.unk_token not in slow.tokenize(text), text
 
 
-def test_special_tokens_kept_whole_like_from_pretrained(tmp_path, demo_vocab_file, edge_vocab_file):
+def test_special_tokens_kept_whole_like_from_pretrained(tmp_path, edge_vocab_file, wordpiece_backend):
     ErnieTokenizer(vocab_file=edge_vocab_file).save_pretrained(str(tmp_path))
     slow = ErnieTokenizer.from_pretrained(str(tmp_path))
-    fast = FastWordPiece(edge_vocab_file, keep_special_tokens_whole=True)
+    fast = FastWordPiece(edge_vocab_file, keep_special_tokens_whole=True, backend=wordpiece_backend)
     texts = EDGE_CASES + ["[UNK]好评[SEP]差评[PAD]", " [CLS] x ", "[MASK]"]
     for text, ids in zip(texts, fast.encode(texts)):
         assert ids.tolist() == _slow_ids(slow, text), text
 
 
-def test_special_ids_come_from_the_vocab(tmp_path, demo_texts):
+def test_special_ids_come_from_the_vocab(tmp_path, demo_texts, wordpiece_backend):
     # Special tokens away from their usual rows, a blank line and a token with
     # trailing spaces: fast_tokenizer's own vocab reader would renumber these.
     vocab = build_vocab(demo_texts[:500], 3000)
@@ -152,7 +153,7 @@ def test_special_ids_come_from_the_vocab(tmp_path, demo_texts):
     path = tmp_path / "vocab.txt"
     write_vocab(vocab, str(path))
     slow = ErnieTokenizer(vocab_file=str(path))
-    fast = FastWordPiece(str(path))
+    fast = FastWordPiece(str(path), backend=wordpiece_backend)
     assert (fast.cls_id, fast.sep_id, fast.pad_id, fast.unk_id, fast.mask_id) == tuple(
         slow.convert_tokens_to_ids(["[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]"])
     )
@@ -187,17 +188,18 @@ def test_longest_first_truncation_grid(slow_tokenizer):
                 assert was_truncated == (len_a + (len_b or 0) + (2 if b is None else 3) > max_seq_len)
 
 
-def test_output_types_and_pickling(fast_tokenizer, demo_texts):
-    ids = fast_tokenizer.encode(demo_texts[:50] + [""])
+def test_output_types_and_pickling(wordpiece, demo_texts):
+    ids = wordpiece.encode(demo_texts[:50] + [""])
     assert all(x.dtype == np.int64 and x.ndim == 1 for x in ids)
     assert len(ids[-1]) == 0
-    clone = pickle.loads(pickle.dumps(fast_tokenizer))
+    clone = pickle.loads(pickle.dumps(wordpiece))
+    assert clone.backend == wordpiece.backend
     assert all(np.array_equal(x, y) for x, y in zip(ids, clone.encode(demo_texts[:50] + [""])))
 
 
-def test_rejects_non_text_with_its_position(fast_tokenizer):
+def test_rejects_non_text_with_its_position(wordpiece):
     with pytest.raises(TypeError, match=r"texts\[1\] is float"):
-        fast_tokenizer.encode(["好", float("nan")])
+        wordpiece.encode(["好", float("nan")])
 
 
 def test_rejects_vocab_without_special_tokens(tmp_path):
@@ -207,11 +209,28 @@ def test_rejects_vocab_without_special_tokens(tmp_path):
         FastWordPiece(str(path))
 
 
-def test_nothing_left_for_fast_tokenizer_to_lower_case():
+def test_nothing_left_for_an_engine_to_lower_case():
     # fast_tokenizer corrupts memory when its lower-casing changes a character's
-    # UTF-8 length ('Ⱦ' -> 'ⱦ'); the Python rewrite must lower-case everything first.
+    # UTF-8 length ('Ⱦ' -> 'ⱦ'), and engines' case tables are not Python's: the
+    # Python rewrite lower-cases everything.
     assigned = (chr(cp) for cp in range(0x110000) if not 0xD800 <= cp <= 0xDFFF)
     every_char = "".join(ch for ch in assigned if unicodedata.category(ch)[0] != "C")  # C* has no case
     rewritten = _text_rewriter(True)(every_char)
     assert rewritten.lower() == rewritten
     assert "Ⱦ" not in rewritten and "ⱦ" in rewritten and "i" in rewritten
+
+
+def test_backend_choice(monkeypatch, demo_vocab_file):
+    monkeypatch.setenv(BACKEND_VARIABLE, "tokenizers")
+    assert choose_backend() == "tokenizers"
+    assert choose_backend("fast_tokenizer") == "fast_tokenizer"  # the argument wins
+    monkeypatch.setenv(BACKEND_VARIABLE, "sentencepiece")
+    with pytest.raises(ValueError, match=r"'sentencepiece'.*expected one of \['fast_tokenizer', 'tokenizers'\]"):
+        FastWordPiece(demo_vocab_file)
+    monkeypatch.delenv(BACKEND_VARIABLE)
+    try:
+        import fast_tokenizer  # noqa: F401
+        installed = "fast_tokenizer"
+    except ImportError:
+        installed = "tokenizers"
+    assert choose_backend() == installed
