@@ -29,9 +29,9 @@ def _stacked_bar(axis, parts: list[tuple[str, float]], title: str, colours) -> N
         left += seconds
     axis.set_title(title, loc="left", fontsize=10)
     axis.set_yticks([])
-    axis.set_xlabel("seconds")
+    axis.xaxis.set_major_formatter(lambda x, _: f"{x:g} s")
     axis.set_xlim(0, total * 1.01)
-    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.45), ncol=3, fontsize=8, frameon=False)
+    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=3, fontsize=8, frameon=False)
 
 
 def _stage_panel(axis, report: dict, colours) -> None:
@@ -59,7 +59,7 @@ def _repeat_panel(axis, totals: list[float], median: float) -> None:
     axis.set_yticks(runs, [f"run {r}" for r in runs])
     axis.invert_yaxis()
     axis.set_xlim(0, max(totals) * 1.15)
-    axis.set_xlabel("seconds")
+    axis.xaxis.set_major_formatter(lambda x, _: f"{x:g} s")
     axis.set_title(f"total of each of the {len(totals)} runs (--repeat); dashed line: median {median:.1f} s",
                    loc="left", fontsize=10)
 
@@ -76,7 +76,7 @@ def write_timing_plot(report: dict, path: str) -> None:
              (["repeat"] if report.get("repeat") else [])
     heights = [2.2 if p != "repeat" else 0.5 + 0.35 * len(report["repeat"]["totals_s"]) for p in panels]
     figure, axes = plt.subplots(len(panels), 1, figsize=(10, sum(heights) + 0.3),
-                                gridspec_kw={"height_ratios": heights}, squeeze=False)
+                                gridspec_kw={"height_ratios": heights}, squeeze=False, layout="constrained")
     for panel, axis in zip(panels, axes[:, 0]):
         if panel == "stages":
             _stage_panel(axis, report, colours)
@@ -84,7 +84,6 @@ def write_timing_plot(report: dict, path: str) -> None:
             _decoding_panel(axis, report["decoding"], colours[6:])
         else:
             _repeat_panel(axis, report["repeat"]["totals_s"], report["repeat"]["total_s_median"])
-    figure.tight_layout()
 
     def write(tmp_path: str) -> None:
         figure.savefig(tmp_path, format="png", dpi=110)
