@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -150,6 +151,25 @@ def test_an_unwritable_output_is_a_clear_error_and_no_file(workdir, model_dir):
     assert pipeline.main([input_path, model_dir, output, "--quiet", "--cache-dir",
                           os.path.join(workdir, "exports")]) == 2
     assert not os.path.exists(output)
+
+
+def test_a_full_disk_is_a_clear_error_and_no_partial_file(workdir, model_dir):
+    """A file-size limit stands in for a full disk: writes past it fail with
+    EFBIG (Python ignores SIGXFSZ), as writes to a full disk fail with ENOSPC."""
+    input_path = write_reviews_csv(os.path.join(workdir, "disk.csv"), review_texts(200))
+    cache = os.path.join(workdir, "exports")
+    assert pipeline.main([input_path, model_dir, os.path.join(workdir, "disk_warm.csv"), "--quiet", "--no-plot",
+                          "--cache-dir", cache]) == 0  # the export is cached: the limited run writes only its output
+    folder = os.path.join(workdir, "disk_out")
+    os.makedirs(folder)
+    limit = 2000  # bytes; the submission of 200 rows is larger
+    env = dict(os.environ, PYTHONPATH=REPO, GLOG_minloglevel="2", PYTHONWARNINGS="ignore")
+    done = subprocess.run([sys.executable, "-m", "pipeline", input_path, model_dir, os.path.join(folder, "sub.csv"),
+                           "--quiet", "--no-plot", "--cache-dir", cache], capture_output=True, text=True, env=env,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)), timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert "cannot write" in done.stderr and "sub.csv" in done.stderr and "Traceback" not in done.stderr
+    assert os.listdir(folder) == []  # no submission, no temporary file
 
 
 def test_the_submission_gets_the_umask_mode(workdir, model_dir):
