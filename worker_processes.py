@@ -42,8 +42,11 @@ def describe_exit(exitcode: int | None) -> str:
     return f"exit code {exitcode}"
 
 
-def worker_processes(executor: ProcessPoolExecutor) -> list:
-    return list((getattr(executor, "_processes", None) or {}).values())
+def worker_processes(executor: ProcessPoolExecutor, known: list = ()) -> list:
+    """`known` and the pool's live processes (shutdown() forgets them, so
+    callers keep the ones they saw)."""
+    current = (getattr(executor, "_processes", None) or {}).values()
+    return list(known) + [p for p in current if p not in known]
 
 
 def culprits(processes: list, wait_s: float = 2.0) -> str:
@@ -65,7 +68,7 @@ def stop(executor: ProcessPoolExecutor, known: list = ()) -> None:
     """Stop every worker now: pending work is cancelled and live processes
     are terminated (killed if they linger), so no child outlives the run.
     `known` adds processes a broken pool has already forgotten."""
-    processes = list(known) + [p for p in worker_processes(executor) if p not in known]
+    processes = worker_processes(executor, known)
     call_queue = getattr(executor, "_call_queue", None)  # shutdown() forgets both
     manager = getattr(executor, "_executor_manager_thread", None)
     executor.shutdown(wait=False, cancel_futures=True)
@@ -109,7 +112,7 @@ def _reaped(process, timeout: float) -> bool:
 
 
 def _died(executor: ProcessPoolExecutor, processes: list, what: str, job: str) -> WorkerFailed:
-    everyone = processes + [p for p in worker_processes(executor) if p not in processes]
+    everyone = worker_processes(executor, processes)
     culprit = culprits(everyone)  # before stop(), whose SIGTERMs would blur the cause
     stop(executor, everyone)
     return WorkerFailed(f"{what} worker {culprit} died; {job}")
@@ -121,12 +124,12 @@ def run_in_order(executor: ProcessPoolExecutor, fn: Callable, calls: Iterable[tu
     """fn(*args) for each args of `calls` on the workers, results in order. A
     dead or stalled worker, noticed while submitting or while waiting, raises
     WorkerFailed naming the process and the job (0-based) it was waiting on."""
-    processes: list = []  # a broken pool forgets them; submit() starts them
+    processes: list = []  # submit() starts them; stop() makes the pool forget them
     futures: list[Future] = []
     try:
         for args in calls:
             futures.append(executor.submit(fn, *args))
-            processes += [p for p in worker_processes(executor) if p not in processes]
+            processes = worker_processes(executor, processes)
     except BrokenProcessPool:
         raise _died(executor, processes, what, f"before job {len(futures)} could be handed out") from None
     for index, future in enumerate(futures):

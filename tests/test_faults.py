@@ -17,6 +17,7 @@ import pytest
 
 import pipeline
 from tests.tiny_checkpoints import review_texts, tiny_classifier, write_reviews_csv
+from scripts.soak import children, command_name
 from worker_processes import WorkerFailed, run_in_order
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -61,19 +62,6 @@ def long_input(workdir):
     return write_reviews_csv(os.path.join(workdir, "many.csv"), review_texts(400) * 10)
 
 
-def children_of(pid: int) -> list[int]:
-    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
-    return [int(p) for p in found]
-
-
-def command_line(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().decode(errors="replace")
-    except FileNotFoundError:  # gone since pgrep saw it
-        return "resource_tracker"
-
-
 def start_run(workdir, model_dir, input_path, output, *options) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=REPO, GLOG_minloglevel="2", PYTHONWARNINGS="ignore", PYTHONFAULTHANDLER="1")
     return subprocess.Popen([sys.executable, "-m", "pipeline", input_path, model_dir,
@@ -87,7 +75,8 @@ def wait_for_workers(run: subprocess.Popen, count: int = 2) -> list[int]:
     multiprocessing resource tracker is not one)."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        workers = [pid for pid in children_of(run.pid) if "resource_tracker" not in command_line(pid)]
+        # A pid gone since it was listed has no command line: not a worker.
+        workers = [pid for pid in children(run.pid) if "spawn_main" in command_name(pid)]
         if len(workers) >= count:
             return workers
         assert run.poll() is None, run.communicate()
