@@ -60,8 +60,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--tokenizer-workers", type=int, default=cores,
                         help="tokenizer processes at most; inputs too small to gain from more use fewer")
     parser.add_argument("--token-budget", type=int, default=None,
-                        help="padded tokens per batch (rows x longest row); default "
-                             + ", ".join(f"{n} on {e}" for e, n in DEFAULT_TOKEN_BUDGET.items()))
+                        help="padded tokens per batch (rows x longest row), for generation per prompt pass; "
+                             "default " + ", ".join(f"{n} on {e}" for e, n in DEFAULT_TOKEN_BUDGET.items()))
     parser.add_argument("--max-seq-len", type=int, default=128,
                         help="longer inputs are truncated, and counted in the timing report")
     parser.add_argument("--engine", choices=["auto", "paddle", "onnxruntime"], default="auto",
@@ -175,6 +175,7 @@ class ClassifyTask:
     """Right-padded batches -> class probabilities -> id, label, prob_*."""
     name = "classify"
     prune_is_exact = True  # unseen rows of the embedding table are never read
+    int8_guard = True      # --precision int8 runs predictor/quantize.py's accuracy guard
 
     def __init__(self, args: argparse.Namespace, checkpoint):
         from predictor import classify, tensorrt
@@ -199,19 +200,27 @@ class ClassifyTask:
         self.tensorrt.export_converted(export_into, folder, self.classify.INPUT_NAMES, self.tensorrt_shapes,
                                   engine_options(self.args, self.name).precision)
 
-    def transformer_shape(self):
-        from predictor.onnx_conversion import TransformerShape
+    def onnx_conversion(self, paddle_dir: str, model_input, batches, pad_id: int, vocab, threads: int):
+        """(cache-key parts, convert_into(folder)): the program converted and
+        probed on the longest and the shortest batch of this input."""
+        from predictor.onnx_conversion import TransformerShape, convert
 
         config = self.checkpoint.config
-        return TransformerShape(num_heads=int(config["num_attention_heads"]), hidden_size=int(config["hidden_size"]))
+        shape = TransformerShape(num_heads=int(config["num_attention_heads"]), hidden_size=int(config["hidden_size"]))
+        probe = list(self.jobs(model_input, [batches[0], batches[-1]], pad_id))
+        return {"shape": vars(shape)}, lambda folder: convert(paddle_dir, folder, shape, probe, threads)
 
     @staticmethod
     def agreement(reference: list, candidate: list) -> float:
         """Label agreement between two runs' per-batch probabilities."""
         return float(np.mean(np.concatenate(reference).argmax(-1) == np.concatenate(candidate).argmax(-1)))
 
-    def runner_settings(self, vocab):
+    def runner_settings(self, vocab, token_budget: int):
         return None
+
+    @staticmethod
+    def job_token_budget(token_budget: int) -> int:
+        return token_budget
 
     def jobs(self, model_input, batches, pad_id: int):
         for batch in batches:
@@ -234,6 +243,10 @@ class GenerateTask:
     # A pruned LM head cannot emit ids outside the kept set, so pruning can
     # change outputs unless the kept ids cover what the model says.
     prune_is_exact = False
+    # INT8 weights are applied when the programs are converted; the report
+    # carries the probe's agreement with fp32, and the benchmark measures the
+    # run's (exact match, token agreement, BLEU-4).
+    int8_guard = False
 
     def __init__(self, args: argparse.Namespace, checkpoint):
         from predictor import generate
@@ -262,8 +275,27 @@ class GenerateTask:
     def export(self, vocab, folder: str) -> None:
         self.generate.export_generator(self.checkpoint, vocab, folder)
 
-    def runner_settings(self, vocab):
-        return self.generate.GenerationSettings(self.decode, self.generate.special_ids(self.checkpoint.config, vocab))
+    def onnx_conversion(self, paddle_dir: str, model_input, batches, pad_id: int, vocab, threads: int):
+        """(cache-key parts, convert_into(folder)): both decoding programs
+        converted, checked and profiled on the shortest batch of this input
+        (a full batch of rows at the least prompt cost)."""
+        from predictor.decoder_conversion import convert_generator
+        from predictor.engine_onnxruntime import cpu_identity
+
+        precision = engine_options(self.args, self.name).precision
+        probe = next(iter(self.jobs(model_input, batches[-1:], pad_id)))
+        return ({"precision": precision, "cpu": cpu_identity()},
+                lambda folder: convert_generator(paddle_dir, folder, probe, vocab.size, threads, precision))
+
+    def runner_settings(self, vocab, token_budget: int):
+        return self.generate.GenerationSettings(self.decode, self.generate.special_ids(self.checkpoint.config, vocab),
+                                                prompt_token_budget=token_budget)
+
+    @staticmethod
+    def job_token_budget(token_budget: int) -> int:
+        # A job is --max-batch-rows sources decoded together (a step's GEMMs
+        # want rows); the token budget bounds each prompt pass inside it.
+        return sys.maxsize
 
     def jobs(self, model_input, batches, pad_id: int):
         starts = model_input.offsets
@@ -323,7 +355,7 @@ def run_once(args: argparse.Namespace, progress: Progress) -> dict:
         pad_id = int(vocab.old_to_new[int(checkpoint.config.get("pad_token_id") or 0)])
 
     token_budget = args.token_budget or DEFAULT_TOKEN_BUDGET[options.engine]
-    batches = length_sorted_batches(model_input.lengths, token_budget, task.max_batch_rows)
+    batches = length_sorted_batches(model_input.lengths, task.job_token_budget(token_budget), task.max_batch_rows)
     with timer.stage("export"):
         from predictor.export import cached_export, export_key
 
@@ -335,13 +367,12 @@ def run_once(args: argparse.Namespace, progress: Progress) -> dict:
         if options.engine == "onnxruntime":
             from predictor.onnx_conversion import cached_onnx_model
 
-            # Probe the conversion on the longest and the shortest batch of this input.
-            probe = list(task.jobs(model_input, [batches[0], batches[-1]], pad_id))
-            model_dir, engine_steps["onnx"] = cached_onnx_model(args.cache_dir, key, model_dir,
-                                                                task.transformer_shape(), probe, options.cpu_threads)
+            key_parts, convert_into = task.onnx_conversion(model_dir, model_input, batches, pad_id, vocab,
+                                                           options.cpu_threads)
+            model_dir, engine_steps["onnx"] = cached_onnx_model(args.cache_dir, key, key_parts, convert_into)
 
     with timer.stage("quantize"):
-        if options.precision == "int8":
+        if options.precision == "int8" and task.int8_guard:
             from predictor.quantize import GuardSamples, GuardSettings, cached_int8_model, guard_rows
 
             def guard_samples() -> GuardSamples:
@@ -357,7 +388,7 @@ def run_once(args: argparse.Namespace, progress: Progress) -> dict:
                 options.cpu_threads, GuardSettings.for_this_cpu(args.min_agreement))
 
     with timer.stage("load"):
-        settings = task.runner_settings(vocab)
+        settings = task.runner_settings(vocab, token_budget)
         pool = WorkerPool([RunnerSpec(task.name, model_dir, o, settings) for o in options_per_worker],
                           args.stall_timeout)
 

@@ -144,3 +144,20 @@ def run_in_order(executor: ProcessPoolExecutor, fn: Callable, calls: Iterable[tu
         if on_done:
             on_done(1)
         yield result
+
+
+def in_spawned_processes(fn: Callable, calls: list[tuple], what: str, initializer: Callable = ignore_interrupts,
+                         initargs: tuple = ()) -> list:
+    """fn(*args) for each args of `calls`, one spawned process each, results
+    in order; a failure stops them all (see run_in_order)."""
+    import multiprocessing as mp
+
+    pool = ProcessPoolExecutor(len(calls), mp_context=mp.get_context("spawn"), initializer=initializer,
+                               initargs=initargs)
+    try:
+        results = list(run_in_order(pool, fn, calls, what))
+    except BaseException:
+        stop(pool)
+        raise
+    pool.shutdown(wait=True)
+    return results

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
+import numpy as np
+
 ENGINES = ("paddle", "onnxruntime")
 DEVICES = ("cpu", "gpu")
 PRECISIONS = ("fp32", "fp16", "int8")
-# Tasks whose exported programs convert to ONNX (generation's cached decoding
-# programs run on Paddle Inference).
-ONNX_TASKS = ("classify",)
+# Tasks whose exported programs convert to ONNX.
+ONNX_TASKS = ("classify", "generate")
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,46 @@ class EngineOptions:
 
     def describe(self) -> dict:
         return asdict(self)
+
+
+class NumpyArrays:
+    """The few array operations a decoder needs on an engine's resident values,
+    for engines whose memory is the host's (the ONNX Runtime CPU engine);
+    predictor/engine_paddle.py has the same for Paddle Tensors."""
+
+    @staticmethod
+    def zeros(shape: list[int]) -> np.ndarray:
+        return np.zeros(shape, dtype=np.float32)
+
+    @staticmethod
+    def take_rows(x: np.ndarray, index: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(x[index])
+
+    @staticmethod
+    def put_position(buffer: np.ndarray, position: int, values: np.ndarray) -> None:
+        buffer[:, :, position:position + 1, :] = values
+
+    @staticmethod
+    def widened(buffer: np.ndarray, width: int) -> np.ndarray:
+        wider = np.zeros(buffer.shape[:2] + (width,) + buffer.shape[3:], dtype=buffer.dtype)
+        wider[:, :, :buffer.shape[2]] = buffer
+        return wider
+
+    @staticmethod
+    def stack_rows(parts: list[np.ndarray], width: int) -> np.ndarray:
+        """[rows_i, H, width_i, D] blocks -> one [sum rows_i, H, width, D], each
+        right-aligned (zeros on the left)."""
+        rows = sum(len(part) for part in parts)
+        out = np.zeros((rows, parts[0].shape[1], width) + parts[0].shape[3:], dtype=parts[0].dtype)
+        first = 0
+        for part in parts:
+            out[first:first + len(part), :, width - part.shape[2]:] = part
+            first += len(part)
+        return out
+
+    @staticmethod
+    def to_numpy(x: np.ndarray) -> np.ndarray:
+        return x
 
 
 def choose_engine(requested: str, device: str, task: str) -> str:

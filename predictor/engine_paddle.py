@@ -67,7 +67,54 @@ class PaddleEngine:
         self._predictor.run()
         return [handle.copy_to_cpu() for handle in self._outputs]
 
-    def run_tensors(self, inputs: list) -> list:
-        """Paddle tensors in, paddle tensors out, without numpy copies (for
-        state such as a decoder's key/value cache that goes straight back in)."""
-        return self._predictor.run(inputs)
+    def run_resident(self, inputs: list) -> list:
+        """Inputs in input order, numpy arrays or paddle Tensors; outputs stay
+        Tensors in the predictor's memory (a decoder's key/value cache goes
+        straight back in without a host copy)."""
+        import paddle
+
+        return self._predictor.run([paddle.to_tensor(x) if isinstance(x, np.ndarray) else x for x in inputs])
+
+    @property
+    def arrays(self) -> "PaddleArrays":
+        return PaddleArrays()
+
+
+class PaddleArrays:
+    """The few array operations a decoder needs on run_resident's Tensors."""
+
+    @staticmethod
+    def zeros(shape: list[int]):
+        import paddle
+
+        return paddle.zeros(shape, dtype="float32")
+
+    @staticmethod
+    def take_rows(x, index: np.ndarray):
+        import paddle
+
+        return paddle.index_select(x, paddle.to_tensor(index), axis=0)
+
+    @staticmethod
+    def put_position(buffer, position: int, values) -> None:
+        buffer[:, :, position:position + 1, :] = values
+
+    @staticmethod
+    def widened(buffer, width: int):
+        import paddle
+
+        shape = list(buffer.shape)
+        return paddle.concat([buffer, paddle.zeros(shape[:2] + [width - shape[2]] + shape[3:], buffer.dtype)], axis=2)
+
+    @staticmethod
+    def stack_rows(parts: list, width: int):
+        """[rows_i, H, width_i, D] blocks -> one [sum rows_i, H, width, D], each
+        right-aligned (zeros on the left)."""
+        import paddle
+
+        return paddle.concat([paddle.nn.functional.pad(part, [0, 0, 0, 0, width - part.shape[2], 0, 0, 0])
+                              for part in parts], axis=0)
+
+    @staticmethod
+    def to_numpy(x) -> np.ndarray:
+        return x.numpy()

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from predictor.batching import length_sorted_batches
 from predictor.checkpoint import Checkpoint
 from predictor.decoding import DecodeSettings, SpecialIds, decode
-from predictor.engine import EngineOptions
-from predictor.engine_paddle import PaddleEngine
+from predictor.engine import EngineOptions, open_engine
 from predictor.pruning import PrunedVocab, prune_rows
-from predictor.unimo_programs import PROMPT_PROGRAM, STEP_PROGRAM, export_unimo_programs
+from predictor.unimo_programs import PROMPT_PROGRAM, STEP_PROGRAM, export_unimo_programs, unimo_parameters
 
 WORD_EMBEDDINGS = "unimo.embeddings.word_embeddings.weight"
 # save_pretrained also stores the tied LM-head weight under its own name.
@@ -32,6 +32,7 @@ MASKED = -1e9
 class GenerationSettings:
     decode: DecodeSettings
     special: SpecialIds  # in the model's (pruned) vocabulary
+    prompt_token_budget: int = 1024  # padded tokens per prompt pass
 
 
 def special_ids(config: dict, vocab: PrunedVocab) -> SpecialIds:
@@ -41,23 +42,20 @@ def special_ids(config: dict, vocab: PrunedVocab) -> SpecialIds:
 
 
 def build_generator(checkpoint: Checkpoint, vocab: PrunedVocab):
-    """The dygraph UNIMOLMHeadModel with the pruned table; the LM head is tied
-    to the word embeddings, so it scores only the kept ids."""
-    from paddlenlp.transformers import UNIMOConfig, UNIMOLMHeadModel
-
-    config = UNIMOConfig.from_dict(dict(checkpoint.config))
-    config.vocab_size = vocab.size
-    for name in ("pad", "unk", "bos", "eos", "mask"):
-        key = f"{name}_token_id"
-        if getattr(config, key, None) is not None:
-            setattr(config, key, int(vocab.old_to_new[int(getattr(config, key))]))
+    """UNIMOLMHeadModel's parameters in dygraph with the pruned table; the LM
+    head is tied to the word embeddings, so it scores only the kept ids."""
     weights = checkpoint.load_weights()
     weights = prune_rows(weights, [name for name in VOCABULARY_ROWS if name in weights], vocab)
-    return checkpoint.build_model(UNIMOLMHeadModel, config, weights)
+    return checkpoint.build_model(unimo_parameters, dict(checkpoint.config, vocab_size=vocab.size), weights)
 
 
 def export_generator(checkpoint: Checkpoint, vocab: PrunedVocab, model_dir: str) -> None:
-    export_unimo_programs(build_generator(checkpoint, vocab), model_dir)
+    """The two decoding programs, and the eager thin layer's logits on a small
+    probe beside them (what a conversion to another engine is checked against)."""
+    from predictor.decoder_conversion import write_probe_reference
+
+    thin = export_unimo_programs(build_generator(checkpoint, vocab), model_dir)
+    write_probe_reference(thin, model_dir, vocab.size)
 
 
 def left_padded(rows, lengths: np.ndarray, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -90,59 +88,118 @@ def prompt_inputs(job: dict) -> tuple[list[np.ndarray], np.ndarray]:
 
 
 class CachedDecoder:
-    """The step engine over the prompt and step programs.
+    """The step engine over the prompt and step programs, on any engine.
 
-    Caches stay paddle Tensors between steps (predictor.run on tensors feeds
-    them straight back); the prompt part is re-indexed only when sources leave
-    the batch, the generated part is gathered inside the step program."""
+    The cache stays in the engine's memory between steps (Paddle Tensors, or
+    numpy arrays that ONNX Runtime reads in place on the CPU). Per layer, the
+    prompt part is one [S, H, L-1, D] block per batch, re-indexed only when
+    sources leave; the generated part is a [R, H, W, D] buffer that each step
+    writes one position of. When the buffer is full it is copied into one of
+    twice the width (at most `max_positions`), so the copies over a whole
+    generation are linear in its length, and a step's attention reads at
+    most twice the positions written."""
 
-    def __init__(self, model_dir: str, options: EngineOptions):
-        import paddle
+    FIRST_WIDTH = 16
 
-        self._paddle = paddle
-        self.prompt_engine = PaddleEngine(os.path.join(model_dir, PROMPT_PROGRAM), options)
-        self.step_engine = PaddleEngine(os.path.join(model_dir, STEP_PROGRAM), options)
-        self.engine_s = 0.0  # running total inside the predictors, for the loop-overhead figure
+    def __init__(self, prompt_engine, step_engine, max_positions: int, prompt_token_budget: int = 1024):
+        self.prompt_engine, self.step_engine = prompt_engine, step_engine
+        self.prompt_token_budget = prompt_token_budget
+        self.arrays = step_engine.arrays
+        self.max_positions = max_positions
+        self.engine_s = 0.0  # running total inside the engines, for the loop-overhead figure
 
-    def _timed_run(self, engine: PaddleEngine, inputs: list) -> list:
+    def _timed_run(self, engine, inputs: list) -> list:
         started = time.perf_counter()
-        outputs = engine.run_tensors(inputs)
+        outputs = engine.run_resident(inputs)
         self.engine_s += time.perf_counter() - started
         return outputs
 
+    def _prompt(self, job: dict) -> tuple[np.ndarray, list, list]:
+        """(last-position logits, prompt cache, start-token keys/values) of a
+        job, the prompt run in length-sorted chunks of at most
+        `prompt_token_budget` padded tokens: a job keeps many rows together
+        for the steps (their GEMMs want rows), while each prompt pass pads
+        only to its own chunk's longest source. Each chunk's cache is placed
+        right-aligned (as left padding) in one block as wide as the job's."""
+        lengths = job["lengths"]
+        width = job["input_ids"].shape[1]
+        order = np.argsort(-lengths, kind="stable")
+        logits, prompt_parts, start_parts, placed = [], [], [], []
+        for chunk in length_sorted_batches(lengths[order], self.prompt_token_budget):
+            rows = order[chunk.rows]
+            chunk_job = {"input_ids": job["input_ids"][rows, width - chunk.width:],
+                         "token_type_ids": job["token_type_ids"][rows, width - chunk.width:], "lengths": lengths[rows]}
+            outputs = self._timed_run(self.prompt_engine, prompt_inputs(chunk_job)[0])
+            layers2 = (len(outputs) - 1) // 2
+            logits.append(self.arrays.to_numpy(outputs[0]))
+            prompt_parts.append(outputs[1:1 + layers2])
+            start_parts.append(outputs[1 + layers2:])
+            placed.append(rows)
+        back = np.argsort(np.concatenate(placed))  # chunk order -> job order
+
+        def in_job_order(parts: list[list], part_width: int) -> list:
+            blocks = [self.arrays.stack_rows([chunk[i] for chunk in parts], part_width) for i in range(len(parts[0]))]
+            if (back == np.arange(len(back))).all():  # jobs arrive longest first: nothing to reorder
+                return blocks
+            return [self.arrays.take_rows(block, back) for block in blocks]
+
+        return np.concatenate(logits)[back], in_job_order(prompt_parts, width - 1), in_job_order(start_parts, 1)
+
     def start(self, job: dict) -> np.ndarray:
-        paddle = self._paddle
-        inputs, self.prompt_bias = prompt_inputs(job)
-        outputs = self._timed_run(self.prompt_engine, [paddle.to_tensor(x) for x in inputs])
-        layers2 = (len(outputs) - 1) // 2
-        self.prompt_cache, self.generated_cache = outputs[1:1 + layers2], outputs[1 + layers2:]
+        self.prompt_bias = prompt_inputs(job)[1]
+        logits, self.prompt_cache, start_part = self._prompt(job)
+        rows, heads, _, head_dim = start_part[0].shape
+        width = min(self.FIRST_WIDTH, self.max_positions)
+        self.generated = [self.arrays.zeros([rows, heads, width, head_dim]) for _ in start_part]
+        for buffer, values in zip(self.generated, start_part):
+            self.arrays.put_position(buffer, 0, values)
+        self.written = 1  # positions of the generated buffer holding keys/values
         self.cache_source = np.arange(len(job["lengths"]))  # source of each prompt-cache row
         self.row_source = self.cache_source.copy()          # source of each live row
         self.steps = 0
-        return outputs[0].numpy()
+        return logits
 
-    def advance(self, tokens: np.ndarray, parent: np.ndarray) -> np.ndarray:
-        paddle = self._paddle
+    def _follow(self, parent: np.ndarray) -> None:
+        """Reorder the generated buffers to the new rows, and keep the prompt
+        cache to the sources still live (rows are source-major)."""
+        if len(parent) != len(self.row_source) or (parent != np.arange(len(parent))).any():
+            self.generated = [self.arrays.take_rows(buffer, parent) for buffer in self.generated]
         self.row_source = self.row_source[parent]
-        # Rows are source-major; keep the prompt cache to the sources still live.
         _, first = np.unique(self.row_source, return_index=True)
         live_sources = self.row_source[np.sort(first)]
         if len(live_sources) != len(self.cache_source) or (live_sources != self.cache_source).any():
             keep = np.searchsorted(self.cache_source, live_sources)
-            index = paddle.to_tensor(keep)
-            self.prompt_cache = [paddle.index_select(c, index, axis=0) for c in self.prompt_cache]
+            self.prompt_cache = [self.arrays.take_rows(c, keep) for c in self.prompt_cache]
             self.prompt_bias = self.prompt_bias[keep]
             self.cache_source = live_sources
+
+    def advance(self, tokens: np.ndarray, parent: np.ndarray) -> np.ndarray:
+        self._follow(parent)
+        width = self.generated[0].shape[2]
+        if self.written == width:
+            width = min(2 * width, self.max_positions)
+            self.generated = [self.arrays.widened(buffer, width) for buffer in self.generated]
         self.steps += 1
         rows = len(parent)
+        generated_bias = np.full((rows, width), MASKED, dtype=np.float32)
+        generated_bias[:, :self.written] = 0.0
         # generate() repeats the start token's type (1) and counts positions on
         # from its 0.
-        feeds = [tokens.reshape(rows, 1), np.ones((rows, 1), np.int64), np.full((rows, 1), self.steps, np.int64),
-                 self.prompt_bias, parent.astype(np.int64)]
-        outputs = self._timed_run(self.step_engine, [paddle.to_tensor(x) for x in feeds]
-                                  + self.prompt_cache + self.generated_cache)
-        self.generated_cache = outputs[1:]
-        return outputs[0].numpy()
+        feeds = [tokens.reshape(rows, 1).astype(np.int64), np.ones((rows, 1), np.int64),
+                 np.full((rows, 1), self.steps, np.int64), self.prompt_bias, generated_bias]
+        outputs = self._timed_run(self.step_engine, feeds + self.prompt_cache + self.generated)
+        for buffer, values in zip(self.generated, outputs[1:]):
+            self.arrays.put_position(buffer, self.written, values)
+        self.written += 1
+        return self.arrays.to_numpy(outputs[0])
+
+
+def cached_decoder(model_dir: str, options: EngineOptions, max_positions: int,
+                   prompt_token_budget: int = 1024) -> CachedDecoder:
+    """A CachedDecoder over the programs exported (and perhaps converted) under model_dir."""
+    return CachedDecoder(open_engine(os.path.join(model_dir, PROMPT_PROGRAM), options),
+                         open_engine(os.path.join(model_dir, STEP_PROGRAM), options), max_positions,
+                         prompt_token_budget)
 
 
 @dataclass
@@ -156,7 +213,8 @@ class DecodedBatch:
 
 class GenerateRunner:
     def __init__(self, model_dir: str, options: EngineOptions, settings: GenerationSettings):
-        self.decoder = CachedDecoder(model_dir, options)
+        # The start token plus every generated token but the last is fed back.
+        self.decoder = cached_decoder(model_dir, options, settings.decode.max_new_tokens, settings.prompt_token_budget)
         self.settings = settings
 
     def run(self, job: dict) -> DecodedBatch:

@@ -19,6 +19,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -44,11 +45,17 @@ class TransformerShape:
     hidden_size: int
 
 
-def paddle_to_onnx(paddle_dir: str, onnx_path: str) -> None:
+def paddle_to_onnx(paddle_dir: str, onnx_path: str | None = None) -> bytes | None:
+    """The program under paddle_dir as ONNX, written to onnx_path, or
+    returned serialised when no path is given."""
     import paddle2onnx
 
-    paddle2onnx.export(os.path.join(paddle_dir, PROGRAM_FILE), os.path.join(paddle_dir, PARAMS_FILE), onnx_path,
-                       opset_version=OPSET, optimize_tool="None", verbose=False)
+    model = paddle2onnx.export(os.path.join(paddle_dir, PROGRAM_FILE), os.path.join(paddle_dir, PARAMS_FILE),
+                               onnx_path, opset_version=OPSET, optimize_tool="None", verbose=False)
+    if (onnx_path is None and model is None) or (onnx_path and not os.path.exists(onnx_path)):
+        # paddle2onnx logs a failure instead of raising it
+        raise ConversionError(f"paddle2onnx could not convert {paddle_dir} (see its log above)")
+    return None if onnx_path else model
 
 
 def fold_constants(onnx_path: str, folded_path: str) -> None:
@@ -136,13 +143,13 @@ def read_report(folder: str, name: str = CONVERSION_REPORT) -> dict:
         return json.load(f)
 
 
-def cached_onnx_model(cache_dir: str, paddle_key: str, paddle_dir: str, shape: TransformerShape,
-                      probe: list[dict], threads: int) -> tuple[str, dict]:
-    """(folder of model.onnx, conversion report), converted once per Paddle
-    export and converter versions."""
+def cached_onnx_model(cache_dir: str, paddle_key: str, key_parts: dict,
+                      convert_into: Callable[[str], dict]) -> tuple[str, dict]:
+    """(folder of the converted model, conversion report), converted by
+    `convert_into(folder)` once per Paddle export and converter versions."""
     from predictor.export import cached_export, export_key, package_version
 
-    key = export_key({"from": paddle_key, "step": "onnx", "opset": OPSET, "shape": vars(shape),
+    key = export_key({"from": paddle_key, "step": "onnx", "opset": OPSET, **key_parts,
                       "onnxruntime": package_version("onnxruntime"), "paddle2onnx": package_version("paddle2onnx")})
-    folder, cached = cached_export(cache_dir, key, lambda target: convert(paddle_dir, target, shape, probe, threads))
+    folder, cached = cached_export(cache_dir, key, convert_into)
     return folder, {**read_report(folder), "cached": cached, "key": key}

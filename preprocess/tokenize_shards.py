@@ -8,8 +8,6 @@ small inputs are tokenised in this process (see `shard_count`).
 """
 from __future__ import annotations
 
-import multiprocessing as mp
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +15,7 @@ import numpy as np
 from preprocess.encoded_rows import EncodedRows
 from preprocess.framing import frame_for_generation, frame_single_or_pair
 from preprocess.wordpiece import FastWordPiece
-from worker_processes import ignore_interrupts, run_in_order, stop
+from worker_processes import ignore_interrupts, in_spawned_processes
 
 # Below this many rows per extra process, spawning costs more than it saves
 # (FastWordPiece does ~6k reviews per second per process, and each worker
@@ -55,15 +53,8 @@ def encode_rows(vocab_path: str, framing: Framing, texts: list[str], pairs: list
     jobs = [(texts[a:b], pairs[a:b] if pairs is not None else None) for a, b in shards]
     if len(jobs) == 1:
         return _encode_shard(_wordpiece_for(vocab_path, framing), framing, *jobs[0])
-    context = mp.get_context("spawn")
-    pool = ProcessPoolExecutor(len(jobs), mp_context=context, initializer=_start_worker,
-                               initargs=(vocab_path, framing))
-    try:
-        parts = list(run_in_order(pool, _encode_in_worker, [(framing, *job) for job in jobs], "tokenizer"))
-    except BaseException:
-        stop(pool)
-        raise
-    pool.shutdown(wait=True)
+    parts = in_spawned_processes(_encode_in_worker, [(framing, *job) for job in jobs], "tokenizer",
+                                 initializer=_start_worker, initargs=(vocab_path, framing))
     return EncodedRows.concat(parts)
 
 

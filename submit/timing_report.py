@@ -106,7 +106,15 @@ def format_table(report: dict) -> str:
         lines.append(f"engine: {engine['engine']} ({engine['device']}, {engine['precision']}, "
                      f"{engine['cpu_threads']} threads per worker)")
     onnx = report.get("onnx")
-    if onnx:
+    if onnx and "step_profile" in onnx:  # generation's two decoding programs
+        lines.append(f"onnx: decoding programs ({onnx['precision']}), max logit difference from the Paddle model "
+                     f"{onnx['max_logit_diff']:.1e} on a {onnx['probe_rows']}-row probe, top-1 agreement "
+                     f"{onnx['probe_top1_agreement']:.3f}")
+        profile = onnx["step_profile"]
+        split = ", ".join(f"{name.replace('_', ' ')} {ms:.1f}" for name, ms in profile["ms_per_step"].items())
+        lines.append(f"one step of {profile['rows']} rows over a {profile['prompt_width']}-token prompt: "
+                     f"{profile['total_ms_per_step']:.1f} ms = {split} (ms, profiled at conversion)")
+    elif onnx:
         fused = ", ".join(f"{op} {n}" for op, n in onnx["fused_ops"].items()) or "none"
         kept = "kept" if onnx["fusions_kept"] else "NOT kept (outputs moved; unfused graph runs)"
         lines.append(f"onnx: fusions {kept}: {fused}; max difference from the Paddle program "

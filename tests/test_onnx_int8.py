@@ -62,7 +62,8 @@ def onnx_dir(workdir, paddle_dir, feeds):
 def test_auto_engine_is_onnx_runtime_on_cpu_and_paddle_elsewhere():
     assert choose_engine("auto", "cpu", "classify") == "onnxruntime"
     assert choose_engine("auto", "gpu", "classify") == "paddle"
-    assert choose_engine("auto", "cpu", "generate") == "paddle"
+    assert choose_engine("auto", "cpu", "generate") == "onnxruntime"
+    assert choose_engine("auto", "gpu", "generate") == "paddle"
     assert choose_engine("paddle", "cpu", "classify") == "paddle"
     with pytest.raises(ValueError, match="ONNX Runtime engine is the CPU path"):
         EngineOptions(engine="onnxruntime", device="gpu")
