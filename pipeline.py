@@ -27,7 +27,7 @@ from submit.merge import merge_in_input_order
 from submit.submission_frames import classification_frame, generation_frame
 from submit.timing_plot import plot_path_for, write_timing_plot
 from submit.timing_report import StageTimer, format_table, repeat_summary, run_report
-from submit.write_submission import OutputError, write_json, write_table
+from submit.write_submission import OutputError, write_json, write_jsonl, write_table
 from worker_processes import DEFAULT_STALL_TIMEOUT_S, WorkerFailed
 
 REPO = os.path.dirname(os.path.abspath(__file__))
@@ -111,6 +111,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                  "pruned LM head must still be able to say")
     generation.add_argument("--keep-top-n", type=int, default=0,
                             help="with --prune: also keep the first N vocabulary ids (the most frequent)")
+    generation.add_argument("--write-margins", action="store_true",
+                            help="greedy: also write OUTPUT.margins.jsonl, each step's chosen and runner-up "
+                                 "tokens and their logit gap (scripts/check_accuracy.py --margins reads it)")
     args = parser.parse_args(argv)
     for name in ("workers", "tokenizer_workers", "token_budget", "repeat", "max_new_tokens", "max_title_len",
                  "max_batch_rows", "stall_timeout"):
@@ -124,6 +127,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error(f"output {err}")
     if args.tensorrt and args.task == "generate":
         parser.error("--tensorrt is for classification; generation runs the cached decoding loop")
+    if args.write_margins and args.decode == "beam":
+        parser.error("--write-margins records greedy decoding's runner-up tokens; beam search has no single "
+                     "runner-up per step: use --decode greedy")
     try:  # impossible combinations fail here, before any work
         engine_options(args, "classify")
         decode_settings(args)
@@ -180,6 +186,8 @@ class ClassifyTask:
     def __init__(self, args: argparse.Namespace, checkpoint):
         from predictor import classify, tensorrt
 
+        if args.write_margins:
+            raise CheckpointError(f"{args.model_dir} is a classifier; --write-margins is for generation")
         self.args, self.checkpoint, self.classify, self.tensorrt = args, checkpoint, classify, tensorrt
         self.tensorrt_shapes = tensorrt.shapes_for(args.max_batch_rows, args.max_seq_len) if args.tensorrt else None
         self.max_batch_rows = self.tensorrt_shapes.max_rows if args.tensorrt else args.max_batch_rows
@@ -236,6 +244,9 @@ class ClassifyTask:
     def report(self, results: list, outputs: list) -> dict:
         return {}
 
+    def write_side_files(self, ids: list[str], batches, results: list, outputs: list, vocab) -> None:
+        pass
+
 
 class GenerateTask:
     """Left-padded sources -> cached decoding -> generated ids -> id, text."""
@@ -289,7 +300,8 @@ class GenerateTask:
 
     def runner_settings(self, vocab, token_budget: int):
         return self.generate.GenerationSettings(self.decode, self.generate.special_ids(self.checkpoint.config, vocab),
-                                                prompt_token_budget=token_budget)
+                                                prompt_token_budget=token_budget,
+                                                record_margins=self.args.write_margins)
 
     @staticmethod
     def job_token_budget(token_budget: int) -> int:
@@ -318,6 +330,17 @@ class GenerateTask:
     def report(self, results: list, outputs: list) -> dict:
         return {"decode": dict(vars(self.decode)), "generated_tokens": int(sum(len(o) for o in outputs)),
                 "decoding": self.generate.decoding_report(results)}
+
+    def write_side_files(self, ids: list[str], batches, results: list, outputs: list, vocab) -> None:
+        if not self.args.write_margins:
+            return
+        from submit.detokenize import vocab_tokens
+        from submit.margins import margin_record, margins_path
+
+        runner_ups = merge_in_input_order(len(ids), zip((b.rows for b in batches), (r.runner_ups for r in results)))
+        id_to_token, eos_id = vocab_tokens(self.checkpoint.vocab_path), int(self.checkpoint.config["eos_token_id"])
+        write_jsonl([margin_record(row_id, vocab.to_full(out), vocab.to_full(r.ids), r.gaps, eos_id, id_to_token)
+                     for row_id, out, r in zip(ids, outputs, runner_ups)], margins_path(self.args.output))
 
 
 TASKS = {"classify": ClassifyTask, "generate": GenerateTask}
@@ -416,6 +439,7 @@ def run_once(args: argparse.Namespace, progress: Progress) -> dict:
 
     with timer.stage("write"):
         write_table(task.submission(table.ids, merged, vocab), args.output)
+        task.write_side_files(table.ids, batches, results, merged, vocab)
 
     return run_report(timer, rows=len(table), tokens=int(encoded.lengths.sum()), extra={
         "task": task.name,

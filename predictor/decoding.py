@@ -12,6 +12,10 @@ A loop only chooses tokens; the model state lives in a step engine:
     logits = engine.advance(tokens, parent)  # one token per new row; parent[i] is
                                              # the current row that new row i continues
 Ids are in the model's (possibly pruned) vocabulary.
+
+Greedy decoding can also say how close each choice was (RunnerUpLog): when
+the harness's text differs from generate()'s, a gap under about 1e-4 at the
+first differing step is an fp32 near-tie, anything wider a bug.
 """
 from __future__ import annotations
 
@@ -65,19 +69,63 @@ def _adjust(logits: np.ndarray, special: SpecialIds, forbid_eos: bool) -> np.nda
     return logits
 
 
-def decode(engine: StepEngine, job, rows: int, settings: DecodeSettings, special: SpecialIds) -> list[np.ndarray]:
+@dataclass(frozen=True)
+class RunnerUps:
+    """One row's greedy choices seen from second place, one entry per step
+    decided (the step that chose eos included): the runner-up id and
+    logit[chosen] - logit[runner_up] in the adjusted logits argmax saw."""
+    ids: np.ndarray   # int64, model vocabulary
+    gaps: np.ndarray  # float64, >= 0
+
+
+class RunnerUpLog:
+    """Collects RunnerUps for the rows of one greedy run. Per step it keeps
+    three arrays over the live rows; rows are sorted out once, at the end."""
+
+    def __init__(self, rows: int):
+        self.rows = rows
+        self._steps: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def record(self, row_of: np.ndarray, adjusted: np.ndarray, chosen: np.ndarray) -> None:
+        """`adjusted` [live rows, V] is overwritten: the caller is done with it."""
+        live = np.arange(len(chosen))
+        best = adjusted[live, chosen].astype(np.float64)
+        # Masking the choice and taking argmax again keeps argmax's own rule on
+        # exact ties (lowest id first), which top-2 by argpartition would not,
+        # and is cheaper: 0.3 ms a step against 14 ms at 64 rows x 18000 ids.
+        adjusted[live, chosen] = -np.inf
+        runner_up = adjusted.argmax(axis=-1)
+        self._steps.append((row_of, runner_up, best - adjusted[live, runner_up]))
+
+    def per_row(self) -> list[RunnerUps]:
+        rows, ids, gaps = (np.concatenate(parts) for parts in zip(*self._steps))
+        order = np.argsort(rows, kind="stable")  # stable: each row's steps stay in step order
+        bounds = np.cumsum(np.bincount(rows, minlength=self.rows))[:-1]
+        return [RunnerUps(i.astype(np.int64), g) for i, g in
+                zip(np.split(ids[order], bounds), np.split(gaps[order], bounds))]
+
+
+def decode(engine: StepEngine, job, rows: int, settings: DecodeSettings, special: SpecialIds,
+           runner_ups: RunnerUpLog | None = None) -> list[np.ndarray]:
     if settings.strategy == "greedy":
-        return greedy(engine, job, rows, settings, special)
+        return greedy(engine, job, rows, settings, special, runner_ups)
+    if runner_ups is not None:
+        raise ValueError("runner-up tokens are recorded by greedy decoding only, not by beam search")
     return beam_search(engine, job, rows, settings, special)
 
 
-def greedy(engine: StepEngine, job, rows: int, settings: DecodeSettings, special: SpecialIds) -> list[np.ndarray]:
-    """Generated ids per row, without the eos."""
+def greedy(engine: StepEngine, job, rows: int, settings: DecodeSettings, special: SpecialIds,
+           runner_ups: RunnerUpLog | None = None) -> list[np.ndarray]:
+    """Generated ids per row, without the eos; `runner_ups`, if given, gets
+    every step's runner-up and gap."""
     generated: list[list[int]] = [[] for _ in range(rows)]
     row_of = np.arange(rows)  # input row of each live row
     logits = engine.start(job)
     for t in range(settings.max_new_tokens):
-        tokens = _adjust(logits, special, t < settings.min_new_tokens).argmax(axis=-1)
+        adjusted = _adjust(logits, special, t < settings.min_new_tokens)
+        tokens = adjusted.argmax(axis=-1)
+        if runner_ups is not None:
+            runner_ups.record(row_of, adjusted, tokens)
         alive = tokens != special.eos
         for row, token in zip(row_of[alive].tolist(), tokens[alive].tolist()):
             generated[row].append(token)
@@ -130,7 +178,8 @@ class BeamHypotheses:
 
 def beam_search(engine: StepEngine, job, rows: int, settings: DecodeSettings,
                 special: SpecialIds) -> list[np.ndarray]:
-    """Best hypothesis per row, without the eos."""
+    """Best hypothesis per row, without the eos. Records no runner-ups: a
+    beam's choice is a ranking of whole hypotheses, not one argmax per step."""
     beams, width = settings.num_beams, 2 * settings.num_beams
     hypotheses = [BeamHypotheses(beams, settings.length_penalty, settings.early_stopping) for _ in range(rows)]
     sources = np.arange(rows)        # live sources; live rows are sources x beams

@@ -15,7 +15,7 @@ import numpy as np
 
 from predictor.batching import length_sorted_batches
 from predictor.checkpoint import Checkpoint
-from predictor.decoding import DecodeSettings, SpecialIds, decode
+from predictor.decoding import DecodeSettings, RunnerUpLog, RunnerUps, SpecialIds, decode
 from predictor.engine import EngineOptions, open_engine
 from predictor.pruning import PrunedVocab, prune_rows
 from predictor.unimo_programs import PROMPT_PROGRAM, STEP_PROGRAM, export_unimo_programs, unimo_parameters
@@ -33,6 +33,7 @@ class GenerationSettings:
     decode: DecodeSettings
     special: SpecialIds  # in the model's (pruned) vocabulary
     prompt_token_budget: int = 1024  # padded tokens per prompt pass
+    record_margins: bool = False  # greedy only: keep each step's runner-up and logit gap
 
 
 def special_ids(config: dict, vocab: PrunedVocab) -> SpecialIds:
@@ -209,6 +210,7 @@ class DecodedBatch:
     steps: int
     engine_s: float   # prompt pass and steps inside the predictors
     total_s: float    # the whole loop: engine + Python/numpy between steps
+    runner_ups: list[RunnerUps] | None = None  # per row, when the settings record margins
 
 
 class GenerateRunner:
@@ -219,9 +221,10 @@ class GenerateRunner:
 
     def run(self, job: dict) -> DecodedBatch:
         started, engine_before = time.perf_counter(), self.decoder.engine_s
-        rows = decode(self.decoder, job, len(job["lengths"]), self.settings.decode, self.settings.special)
+        runner_ups = RunnerUpLog(len(job["lengths"])) if self.settings.record_margins else None
+        rows = decode(self.decoder, job, len(job["lengths"]), self.settings.decode, self.settings.special, runner_ups)
         return DecodedBatch(rows, self.decoder.steps, self.decoder.engine_s - engine_before,
-                            time.perf_counter() - started)
+                            time.perf_counter() - started, runner_ups.per_row() if runner_ups else None)
 
 
 def decoding_report(batches: list[DecodedBatch]) -> dict:

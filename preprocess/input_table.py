@@ -11,6 +11,7 @@ import io
 import json
 import os
 from dataclasses import dataclass
+from typing import Iterator
 
 import pandas as pd
 
@@ -118,7 +119,11 @@ def _parse(path: str, fmt: str, text: str) -> pd.DataFrame:
 
 
 def _parse_jsonl(path: str, text: str) -> pd.DataFrame:
-    records = []
+    return pd.DataFrame.from_records([record for _, record in jsonl_records(path, text)])
+
+
+def jsonl_records(path: str, text: str) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of JSON-lines `text` read from `path`."""
     for line_number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -128,8 +133,7 @@ def _parse_jsonl(path: str, text: str) -> pd.DataFrame:
             raise InputError(path, f"not valid JSON ({err.msg})", line=line_number) from None
         if not isinstance(record, dict):
             raise InputError(path, "each line must be a JSON object", line=line_number)
-        records.append(record)
-    return pd.DataFrame.from_records(records)
+        yield line_number, record
 
 
 def _validated_ids(path: str, field: str, values: list) -> list[str]:

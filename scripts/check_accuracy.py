@@ -1,12 +1,15 @@
 """Check a submission offline before you upload it.
 
-    python -m scripts.check_accuracy SUBMISSION [--gold GOLD] [--reference REF] [thresholds]
+    python -m scripts.check_accuracy SUBMISSION [--gold GOLD] [--reference REF] [--margins MARGINS] [thresholds]
 
 Classification submissions (id, label, prob_*) are scored against gold labels
 (accuracy, macro-F1) and against a reference submission (label agreement, max
 probability difference). Generation submissions (id, text) are scored against
 a reference submission or gold targets (exact match, token agreement,
-BLEU-4). Exits 1 when a threshold you pass is not met, 2 on unusable files.
+BLEU-4); with --margins (the run's OUTPUT.margins.jsonl, from --write-margins)
+each generated row that differs from the reference is explained: its first
+differing step and the harness's logit gap there, a near-tie or not.
+Exits 1 when a threshold you pass is not met, 2 on unusable files.
 """
 from __future__ import annotations
 
@@ -16,9 +19,11 @@ import sys
 
 import pandas as pd
 
-from preprocess.input_table import InputError, input_format
+from preprocess.input_table import InputError, input_format, jsonl_records
 from submit.accuracy import (SubmissionMismatch, aligned, classification_agreement, classification_metrics,
-                             generation_metrics)
+                             divergence_report, generation_metrics)
+
+MARGIN_FIELDS = ("id", "tokens", "runner_up", "gap")
 
 # metric -> (threshold flag, passes(value, threshold))
 THRESHOLDS = {
@@ -39,8 +44,21 @@ def read_table(path: str) -> pd.DataFrame:
     return pd.read_csv(path, sep="," if fmt == "csv" else "\t", dtype={"id": str}, keep_default_na=False)
 
 
+def read_margins(path: str) -> dict[str, dict]:
+    """OUTPUT.margins.jsonl (submit/margins.py) by row id."""
+    margins = {}
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    for line_number, record in jsonl_records(path, text):
+        missing = [name for name in MARGIN_FIELDS if name not in record]
+        if missing:
+            raise InputError(path, f"no {missing} (expected the file --write-margins writes)", line=line_number)
+        margins[str(record["id"])] = record
+    return margins
+
+
 def score(submission: pd.DataFrame, gold: pd.DataFrame | None, reference: pd.DataFrame | None,
-          gold_column: str | None) -> dict:
+          gold_column: str | None, margins: dict[str, dict] | None = None) -> dict:
     generated = "text" in submission.columns and "label" not in submission.columns
     results: dict = {"task": "generate" if generated else "classify", "rows": len(submission)}
     if gold is not None:
@@ -55,10 +73,30 @@ def score(submission: pd.DataFrame, gold: pd.DataFrame | None, reference: pd.Dat
     if reference is not None:
         reference = aligned(submission, reference, "reference submission")
         if generated:
-            results["vs_reference"] = generation_metrics(submission["text"].tolist(), reference["text"].tolist())
+            texts, reference_texts = submission["text"].astype(str).tolist(), reference["text"].astype(str).tolist()
+            results["vs_reference"] = generation_metrics(texts, reference_texts)
+            if margins is not None:
+                results["divergence"] = divergence_report(submission["id"].tolist(), texts, reference_texts, margins)
         else:
             results["vs_reference"] = classification_agreement(submission, reference)
+    if margins is not None and "divergence" not in results:
+        raise SubmissionMismatch("--margins explains a generation submission's differences from --reference; "
+                                 "this submission has labels")
     return results
+
+
+def divergence_summary(report: dict) -> str:
+    def shown(gap: float | None) -> str:
+        return "none" if gap is None else f"{gap:.3g}"
+
+    line = (f"{report['differing_rows']} row(s) differ from the reference: {report['near_ties']} fp32 near-tie(s) "
+            f"(gap < {report['near_tie_gap']:g}), largest gap {shown(report['largest_gap'])}")
+    if report["reference_not_runner_up"]:
+        line += (f"; {report['reference_not_runner_up']} where the reference's token was not the harness's "
+                 f"runner-up (gap at least {shown(report['largest_gap_at_least'])})")
+    if report["unexplained"]:
+        line += f"; {report['unexplained']} unexplained (see rows)"
+    return line
 
 
 def failed_thresholds(results: dict, args: argparse.Namespace) -> list[str]:
@@ -78,18 +116,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gold", help="file with id and the gold label (classification) or target (generation)")
     parser.add_argument("--gold-column", help="gold column name; default label or target")
     parser.add_argument("--reference", help="a reference submission, e.g. the plain fp32 run")
+    parser.add_argument("--margins", help="generation: the run's OUTPUT.margins.jsonl (--write-margins); explains "
+                                          "each row that differs from --reference")
     for flag, _ in THRESHOLDS.values():
         parser.add_argument("--" + flag.replace("_", "-"), type=float, default=None)
     args = parser.parse_args(argv)
     if not args.gold and not args.reference:
         parser.error("give --gold, --reference or both")
+    if args.margins and not args.reference:
+        parser.error("--margins explains rows that differ from a reference: give --reference too")
     try:
         results = score(read_table(args.submission), read_table(args.gold) if args.gold else None,
-                        read_table(args.reference) if args.reference else None, args.gold_column)
+                        read_table(args.reference) if args.reference else None, args.gold_column,
+                        read_margins(args.margins) if args.margins else None)
     except (SubmissionMismatch, InputError, OSError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2, ensure_ascii=False))
+    if "divergence" in results:
+        print(divergence_summary(results["divergence"]), file=sys.stderr)
     failures = failed_thresholds(results, args)
     for failure in failures:
         print(f"FAIL: {failure}", file=sys.stderr)

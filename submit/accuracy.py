@@ -93,3 +93,81 @@ def generation_metrics(generated: list[str], targets: list[str]) -> dict:
         "token_agreement": same_tokens / all_tokens if all_tokens else 1.0,
         "bleu4": bleu4(hyps, refs),
     }
+
+
+# fp32 keeps about 7 significant digits and a logit is a sum of hundreds of
+# rounded products: two correct implementations that add in another order
+# (oneDNN's kernels, the dygraph model) can differ in a logit's 5th-6th
+# digit, so a choice won by less than this may go either way.
+NEAR_TIE_GAP = 1e-4
+REFERENCE_CONTEXT_CHARS = 10  # how much of the reference's text a report shows
+
+
+def first_difference(a: str, b: str) -> int:
+    """The first character index where a and b differ; the shorter one's
+    length when it is a prefix of the other."""
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+def divergent_step(pieces: list[str], ends: np.ndarray, differ: int) -> int | None:
+    """The token whose piece holds character `differ`; when the text ends
+    there, the first empty piece after it (the eos step); None when the text
+    ended on the token limit."""
+    holding = np.flatnonzero(ends > differ)
+    if holding.size:
+        return int(holding[0])
+    return next((i for i, (piece, end) in enumerate(zip(pieces, ends)) if not piece and end == differ), None)
+
+
+def divergence(row_id: str, text: str, reference_text: str, margins: dict) -> dict:
+    """Why one row's text differs from the reference's: the harness's first
+    differing step (a token index into margins["tokens"]), its token and
+    runner-up there, and the logit gap between them when the reference's text
+    goes on with the runner-up's piece (matched by text: "gap" and "tie");
+    when it does not, the reference's token was further down and its gap is
+    at least the recorded one ("gap_at_least")."""
+    from submit.detokenize import SPECIAL_TOKENS, text_pieces
+
+    tokens, runner_ups, gaps = margins["tokens"], margins["runner_up"], margins["gap"]
+    pieces = text_pieces(tokens, SPECIAL_TOKENS)
+    if "".join(pieces) != text:
+        raise SubmissionMismatch(f"row {row_id}: the margins' tokens spell {''.join(pieces)!r}, the submission "
+                                 f"says {text!r}; give the margins file written with this submission")
+    differ = first_difference(text, reference_text)
+    ends = np.cumsum([len(piece) for piece in pieces])
+    step = divergent_step(pieces, ends, differ)
+    if step is None:
+        return {"id": row_id, "step": None, "reference_continues": reference_text[differ:][:REFERENCE_CONTEXT_CHARS],
+                "unexplained": "the harness stopped at its token limit where the reference goes on: "
+                               "were both run with the same --max-new-tokens?"}
+    start = int(ends[step]) - len(pieces[step])
+    reference_rest = reference_text[start:]
+    runner_up_piece = text_pieces(tokens[:step] + [runner_ups[step]], SPECIAL_TOKENS)[-1]
+    # An empty piece (eos or another special token) matches only a reference that ended here.
+    took_runner_up = reference_rest.startswith(runner_up_piece) if runner_up_piece else not reference_rest
+    found = {"id": row_id, "step": step, "token": tokens[step], "runner_up": runner_ups[step],
+             "reference_continues": reference_rest[:REFERENCE_CONTEXT_CHARS]}
+    if took_runner_up:
+        return {**found, "gap": gaps[step], "tie": gaps[step] < NEAR_TIE_GAP}
+    return {**found, "gap_at_least": gaps[step]}
+
+
+def divergence_report(ids: list[str], texts: list[str], reference_texts: list[str], margins: dict[str, dict]) -> dict:
+    """divergence() for every row whose text differs from the reference, and
+    a summary: how many, how many are fp32 near-ties, the largest gaps."""
+    missing = [row_id for row_id in ids if row_id not in margins]
+    if missing:
+        raise SubmissionMismatch(f"the margins file has no row for id(s) {missing[:5]}; give the margins file "
+                                 f"written with this submission")
+    rows = [divergence(row_id, text, reference_text, margins[row_id])
+            for row_id, text, reference_text in zip(ids, texts, reference_texts) if text != reference_text]
+    return {
+        "differing_rows": len(rows),
+        "near_ties": sum(bool(row.get("tie")) for row in rows),
+        "reference_not_runner_up": sum("gap_at_least" in row for row in rows),
+        "unexplained": sum("unexplained" in row for row in rows),
+        "largest_gap": max((row["gap"] for row in rows if "gap" in row), default=None),
+        "largest_gap_at_least": max((row["gap_at_least"] for row in rows if "gap_at_least" in row), default=None),
+        "near_tie_gap": NEAR_TIE_GAP,
+        "rows": rows,
+    }

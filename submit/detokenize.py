@@ -13,29 +13,44 @@ import numpy as np
 _WORD_CHARACTER = re.compile(r"[0-9A-Za-z]")
 
 
-def ids_to_text(ids: np.ndarray, id_to_token: list[str], special_tokens: frozenset[str]) -> str:
+def text_pieces(tokens: list[str], special_tokens: frozenset[str]) -> list[str]:
+    """What each token adds to the text ("" for a special token), so that
+    "".join(pieces) is the text and a character position maps to a token."""
     pieces: list[str] = []
-    for token in (id_to_token[i] for i in ids.tolist()):
+    started, tail = False, ""  # has any word been written; the last character written
+    for token in tokens:
         if token in special_tokens:
-            continue
-        if token.startswith("##") and pieces:
-            pieces[-1] += token[2:]
-        elif pieces and _WORD_CHARACTER.match(pieces[-1][-1:]) and _WORD_CHARACTER.match(token[:1]):
-            pieces.append(" " + token)
+            piece = ""
+        elif token.startswith("##") and started:
+            piece = token[2:]
+            tail = piece[-1:] or tail
         else:
-            pieces.append(token)
-    return "".join(pieces)
+            space = started and _WORD_CHARACTER.match(tail) and _WORD_CHARACTER.match(token[:1])
+            piece = " " + token if space else token
+            started, tail = True, token[-1:]
+        pieces.append(piece)
+    return pieces
+
+
+def ids_to_text(ids: np.ndarray, id_to_token: list[str], special_tokens: frozenset[str]) -> str:
+    return "".join(text_pieces([id_to_token[i] for i in ids.tolist()], special_tokens))
 
 
 SPECIAL_TOKENS = frozenset(("[PAD]", "[CLS]", "[SEP]", "[MASK]", "[UNK]"))
 
 
-def detokenizer(vocab_path: str):
-    """ids (full vocabulary) -> text, for the checkpoint's vocab.txt."""
+def vocab_tokens(vocab_path: str) -> list[str]:
+    """The checkpoint's vocab.txt as a list: id (full vocabulary) -> token."""
     from preprocess.wordpiece import read_vocab
 
     token_to_id = read_vocab(vocab_path)
     id_to_token = [""] * (max(token_to_id.values()) + 1)
     for token, index in token_to_id.items():
         id_to_token[index] = token
+    return id_to_token
+
+
+def detokenizer(vocab_path: str):
+    """ids (full vocabulary) -> text, for the checkpoint's vocab.txt."""
+    id_to_token = vocab_tokens(vocab_path)
     return lambda ids: ids_to_text(np.asarray(ids), id_to_token, SPECIAL_TOKENS)

@@ -54,6 +54,15 @@ def write_table(frame: pd.DataFrame, path: str) -> None:
     write_atomically(path, write)
 
 
+def write_jsonl(records: list[dict], path: str) -> None:
+    def write(tmp_path: str) -> None:
+        with open(tmp_path, "w", encoding="utf-8") as f:
+            for record in records:
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    write_atomically(path, write)
+
+
 def write_json(data: dict, path: str) -> None:
     def write(tmp_path: str) -> None:
         with open(tmp_path, "w", encoding="utf-8") as f:

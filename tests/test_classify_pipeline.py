@@ -125,6 +125,14 @@ def test_no_plot_skips_the_picture(workdir, model_dir, texts):
     assert not os.path.exists(os.path.join(workdir, "no_plot_submission.csv.timing.png"))
 
 
+def test_write_margins_is_refused_for_a_classifier(workdir, model_dir, texts, capsys):
+    input_path = write_reviews_csv(os.path.join(workdir, "margins.csv"), texts[:2])
+    output = os.path.join(workdir, "margins_out.csv")
+    assert pipeline.main([input_path, model_dir, output, "--quiet", "--write-margins"]) == 2
+    assert "is a classifier; --write-margins is for generation" in capsys.readouterr().err
+    assert not os.path.exists(output)
+
+
 def test_run_sh_smoke_and_bad_input_exit_code(workdir, model_dir, texts):
     this_venv = dict(os.environ, VENV=sys.prefix)  # run.sh on the environment running the tests
     input_path = write_reviews_csv(os.path.join(workdir, "smoke.csv"), texts[:5])

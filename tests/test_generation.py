@@ -14,7 +14,7 @@ import pipeline
 from predictor.decoding import DecodeSettings
 from predictor.pruning import prune_vocab
 from scripts.standard_method import generate_standard
-from submit.detokenize import detokenizer
+from submit.detokenize import SPECIAL_TOKENS, detokenizer, text_pieces
 from tests.tiny_checkpoints import review_texts, tiny_generator, write_reviews_csv
 
 MAX_SEQ_LEN = 64
@@ -99,6 +99,36 @@ def test_keep_ids_from_a_corpus_and_the_top_n_widen_the_pruned_vocabulary(workdi
     with_top = kept_ids(workdir, model_dir, sources, "kept_top", "--keep-top-n", "3000")
     assert seen_only < with_targets
     assert 3000 <= with_top < 6000  # the first 3000 ids plus the sources' rarer ones
+
+
+def test_write_margins_gives_every_row_its_steps_in_input_order(workdir, model_dir, sources):
+    max_new_tokens = 8
+    submission = run_harness(workdir, model_dir, sources, "margins", "--max-new-tokens", str(max_new_tokens),
+                             "--max-batch-rows", "5", "--write-margins")
+    expected = reference_texts(model_dir, sources, DecodeSettings(max_new_tokens=max_new_tokens))
+    assert submission["text"].tolist() == expected  # recording changes no choice
+    with open(os.path.join(workdir, "margins_out.csv.margins.jsonl"), encoding="utf-8") as f:
+        records = [json.loads(line) for line in f]
+    with open(os.path.join(workdir, "margins_out.csv.timing.json"), encoding="utf-8") as f:
+        generated_tokens = json.load(f)["generated_tokens"]
+    assert [r["id"] for r in records] == submission["id"].tolist()
+    ended_on_eos = 0
+    for record, text in zip(records, submission["text"]):
+        steps = len(record["gap"])
+        assert len(record["tokens"]) == len(record["runner_up"]) == steps
+        assert min(record["gap"]) >= 0 and "".join(text_pieces(record["tokens"], SPECIAL_TOKENS)) == text
+        if record["tokens"][-1] == "[MASK]":  # the eos: its step is recorded, its token not generated
+            ended_on_eos += 1
+        else:
+            assert steps == max_new_tokens
+    assert 0 < ended_on_eos < len(records)
+    assert sum(len(r["gap"]) for r in records) == generated_tokens + ended_on_eos
+
+
+def test_write_margins_refuses_beam_search(model_dir, capsys):
+    with pytest.raises(SystemExit):
+        pipeline.parse_args(["in.csv", model_dir, "out.csv", "--decode", "beam", "--write-margins"])
+    assert "beam search has no single runner-up" in capsys.readouterr().err
 
 
 def test_prune_vocab_round_trip():
