@@ -188,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=None, help="demo rows; default 2000 (classify), 200 (generate)")
     parser.add_argument("--max-seq-len", type=int, default=128)
     parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--min-new-tokens", type=int, default=0,
+                        help="generation, both sides; equal to --max-new-tokens forces every row's length")
+    parser.add_argument("--no-int8", action="store_true", help="generation: skip the harness's INT8 runs")
     parser.add_argument("--decode", choices=["greedy", "beam"], default="greedy", help="generation, both sides")
     parser.add_argument("--num-beams", type=int, default=4, help="generation with --decode beam, both sides")
     parser.add_argument("--harness-repeat", type=int, default=3, help="warm harness runs (median reported)")
@@ -203,8 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     demo = make_demo(rows)
     shared = ["--max-seq-len", str(args.max_seq_len)]
     if args.task == "generate":
-        shared += ["--max-new-tokens", str(args.max_new_tokens), "--decode", args.decode,
-                   "--num-beams", str(args.num_beams)]
+        shared += ["--max-new-tokens", str(args.max_new_tokens), "--min-new-tokens", str(args.min_new_tokens),
+                   "--decode", args.decode, "--num-beams", str(args.num_beams)]
 
     if args.task == "classify":
         with tempfile.TemporaryDirectory(prefix="benchmark_") as tmp:
@@ -224,9 +227,14 @@ def main(argv: list[str] | None = None) -> int:
                     "--cache-dir", os.path.join(tmp, "exports"), *shared, *harness_options, *extra]
 
         ours, theirs = os.path.join(tmp, "harness.csv"), os.path.join(tmp, "standard.csv")
-        print(f"harness, cold export cache: {' '.join(harness(ours)[1:])}", flush=True)
-        cold = timed(harness(ours))
-        warm = [timed(harness(ours)) for _ in range(args.harness_repeat)]
+        # Greedy runs record each step's runner-up, so every row that differs
+        # from generate() comes with its fp32 logit gap (a fraction of a ms a step).
+        margins = ["--write-margins"] if args.task == "generate" and args.decode == "greedy" else []
+        print(f"harness, cold export cache: {' '.join(harness(ours, *margins)[1:])}", flush=True)
+        cold = timed(harness(ours, *margins))
+        with open(ours + ".timing.json", encoding="utf-8") as f:
+            cold_report = json.load(f)
+        warm = [timed(harness(ours, *margins)) for _ in range(args.harness_repeat)]
         with open(ours + ".timing.json", encoding="utf-8") as f:
             stages = json.load(f)["stages_s"]
         print("standard method (the slow part)...", flush=True)
@@ -240,6 +248,28 @@ def main(argv: list[str] | None = None) -> int:
                        speedup_warm=round(standard / warm_median, 2), harness_stages_s_last_run=stages,
                        vs_standard=compare(args.task, ours, theirs))
         if args.task == "generate":
+            results["harness_cold_stages_s"] = cold_report["stages_s"]
+            results["conversion"] = cold_report.get("onnx")
+            with open(ours + ".timing.json", encoding="utf-8") as f:
+                results["decoding_last_run"] = json.load(f)["decoding"]
+            if margins:
+                from scripts.check_accuracy import read_margins, read_table
+                from submit.accuracy import divergence_report
+
+                submission = read_table(ours)
+                reference = aligned(submission, read_table(theirs), "the standard method's output")
+                report = divergence_report(submission["id"].tolist(), submission["text"].tolist(),
+                                           reference["text"].tolist(), read_margins(ours + ".margins.jsonl"))
+                results["divergence_vs_standard"] = report
+            if not args.no_int8:
+                int8 = os.path.join(tmp, "harness_int8.csv")
+                results["harness_int8_cold_s"] = round(timed(harness(int8, "--precision", "int8")), 2)
+                results["harness_int8_warm_s"] = round(timed(harness(int8, "--precision", "int8")), 2)
+                with open(int8 + ".timing.json", encoding="utf-8") as f:
+                    results["int8_conversion"] = json.load(f).get("onnx")
+                results["int8_vs_harness_fp32"] = compare(args.task, int8, ours)
+                results["int8_vs_standard"] = compare(args.task, int8, theirs)
+                results["speedup_int8_warm"] = round(standard / results["harness_int8_warm_s"], 2)
             pruned = os.path.join(tmp, "harness_pruned.csv")
             results["harness_pruned_s"] = round(timed(harness(pruned, "--prune")), 2)
             with open(pruned + ".timing.json", encoding="utf-8") as f:
@@ -251,6 +281,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nstandard method {standard:.1f}s | harness cold {cold:.1f}s ({standard / cold:.2f}x) | "
           f"harness warm median {warm_median:.1f}s ({standard / warm_median:.2f}x) | "
           f"vs standard {json.dumps(results['vs_standard'])}")
+    if "harness_int8_warm_s" in results:
+        print(f"harness int8 cold {results['harness_int8_cold_s']:.1f}s, warm {results['harness_int8_warm_s']:.1f}s "
+              f"({results['speedup_int8_warm']:.2f}x) | vs harness fp32 {json.dumps(results['int8_vs_harness_fp32'])}")
+    if "divergence_vs_standard" in results:
+        report = results["divergence_vs_standard"]
+        print(f"rows differing from the standard method: {report['differing_rows']}, fp32 near-ties "
+              f"{report['near_ties']}, largest gap {report['largest_gap']}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=2, ensure_ascii=False)

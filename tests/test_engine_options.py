@@ -3,6 +3,7 @@ build of Paddle, so its decisions are checked on a recording stand-in for
 paddle.inference.Config; the CPU path is checked on the real Config."""
 from __future__ import annotations
 
+import os
 import pytest
 
 from predictor.engine import EngineOptions
@@ -116,3 +117,19 @@ def test_tensorrt_conversion_says_what_it_needs_on_a_build_without_it(tmp_path):
     with pytest.raises(RuntimeError, match="paddlepaddle-gpu build with TensorRT"):
         export_converted(written.append, str(tmp_path), ("input_ids",), shapes_for(None, 128), "fp16")
     assert written == [str(tmp_path / "paddle")]
+
+
+def test_weights_digest_is_remembered_while_the_file_is_unchanged(tmp_path):
+    from predictor.checkpoint import Checkpoint
+
+    weights = tmp_path / "model_state.pdparams"
+    weights.write_bytes(b"first weights")
+    checkpoint = Checkpoint(str(tmp_path), {}, str(weights), str(tmp_path / "vocab.txt"))
+    first = checkpoint.weights_digest(remembered_in=str(tmp_path / "cache"))
+    assert len(list((tmp_path / "cache" / "weights_digests").iterdir())) == 1
+    assert checkpoint.weights_digest(remembered_in=str(tmp_path / "cache")) == first == checkpoint.weights_digest()
+    weights.write_bytes(b"other weights")  # same size, re-trained
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    second = checkpoint.weights_digest(remembered_in=str(tmp_path / "cache"))
+    assert second != first and second == checkpoint.weights_digest()
