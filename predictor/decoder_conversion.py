@@ -123,6 +123,30 @@ def step_split(profile_path: str, last_runs: int, vocab_size: int) -> dict:
     return {"steps": len(runs), "ms_per_step": step_ms, "total_ms_per_step": round(run_ms, 2)}
 
 
+def weights_as_initializers(model) -> None:
+    """paddle2onnx writes weights as Constant nodes, and the LM head's as a
+    Transpose of one; make them initializers (transposed), as ONNX Runtime's
+    constant folding would, so the quantiser can find every weighted MatMul."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    constants = {}
+    kept = []
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+        elif node.op_type == "Transpose" and node.input[0] in constants:
+            perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+            constants[node.output[0]] = np.transpose(constants[node.input[0]], perm)
+        else:
+            kept.append(node)
+    used = {name for node in kept for name in node.input} | {o.name for o in graph.output}
+    del graph.node[:]
+    graph.node.extend(kept)
+    graph.initializer.extend(numpy_helper.from_array(np.ascontiguousarray(value), name)
+                             for name, value in constants.items() if name in used)
+
+
 def int8_weights(model: bytes) -> bytes:
     """Every MatMul with a weight (the linear layers and the LM head) on
     per-column int8 weights, its input quantised on the fly; attention over
@@ -132,6 +156,7 @@ def int8_weights(model: bytes) -> bytes:
     from predictor.quantize import cpu_has_vnni, quantised
 
     graph = onnx.load_from_string(model)
+    weights_as_initializers(graph)
     weights = {t.name for t in graph.graph.initializer}
     names = {node.name for node in graph.graph.node
              if node.op_type == "MatMul" and len(node.input) > 1 and node.input[1] in weights}

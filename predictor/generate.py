@@ -108,6 +108,7 @@ class CachedDecoder:
         self.arrays = step_engine.arrays
         self.max_positions = max_positions
         self.engine_s = 0.0  # running total inside the engines, for the loop-overhead figure
+        self.prompt_s = 0.0  # the prompt passes' part of it
 
     def _timed_run(self, engine, inputs: list) -> list:
         started = time.perf_counter()
@@ -130,7 +131,9 @@ class CachedDecoder:
             rows = order[chunk.rows]
             chunk_job = {"input_ids": job["input_ids"][rows, width - chunk.width:],
                          "token_type_ids": job["token_type_ids"][rows, width - chunk.width:], "lengths": lengths[rows]}
+            engine_before = self.engine_s
             outputs = self._timed_run(self.prompt_engine, prompt_inputs(chunk_job)[0])
+            self.prompt_s += self.engine_s - engine_before
             layers2 = (len(outputs) - 1) // 2
             logits.append(self.arrays.to_numpy(outputs[0]))
             prompt_parts.append(outputs[1:1 + layers2])
@@ -208,8 +211,9 @@ class DecodedBatch:
     """One job's generated ids per row, and where its decoding time went."""
     rows: list[np.ndarray]
     steps: int
-    engine_s: float   # prompt pass and steps inside the predictors
+    engine_s: float   # prompt passes and steps inside the engines
     total_s: float    # the whole loop: engine + Python/numpy between steps
+    prompt_s: float   # the prompt passes' share of engine_s
     runner_ups: list[RunnerUps] | None = None  # per row, when the settings record margins
 
 
@@ -220,11 +224,12 @@ class GenerateRunner:
         self.settings = settings
 
     def run(self, job: dict) -> DecodedBatch:
-        started, engine_before = time.perf_counter(), self.decoder.engine_s
+        started, engine_before, prompt_before = time.perf_counter(), self.decoder.engine_s, self.decoder.prompt_s
         runner_ups = RunnerUpLog(len(job["lengths"])) if self.settings.record_margins else None
         rows = decode(self.decoder, job, len(job["lengths"]), self.settings.decode, self.settings.special, runner_ups)
         return DecodedBatch(rows, self.decoder.steps, self.decoder.engine_s - engine_before,
-                            time.perf_counter() - started, runner_ups.per_row() if runner_ups else None)
+                            time.perf_counter() - started, self.decoder.prompt_s - prompt_before,
+                            runner_ups.per_row() if runner_ups else None)
 
 
 def decoding_report(batches: list[DecodedBatch]) -> dict:
@@ -233,6 +238,8 @@ def decoding_report(batches: list[DecodedBatch]) -> dict:
     steps = sum(b.steps for b in batches)
     engine_s, total_s = sum(b.engine_s for b in batches), sum(b.total_s for b in batches)
     overhead_s = max(0.0, total_s - engine_s)
-    return {"decode_steps": steps, "engine_s": round(engine_s, 3), "loop_overhead_s": round(overhead_s, 3),
+    prompt_s = sum(b.prompt_s for b in batches)
+    return {"decode_steps": steps, "engine_s": round(engine_s, 3), "prompt_s": round(prompt_s, 3),
+            "steps_s": round(engine_s - prompt_s, 3), "loop_overhead_s": round(overhead_s, 3),
             "loop_overhead_ms_per_step": round(1000 * overhead_s / max(steps, 1), 3),
             "loop_overhead_share": round(overhead_s / total_s, 4) if total_s else 0.0}

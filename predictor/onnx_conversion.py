@@ -23,6 +23,7 @@ from typing import Callable
 
 import numpy as np
 
+from predictor.checkpoint import CheckpointError
 from predictor.engine import EngineOptions
 from predictor.engine_onnxruntime import ONNX_FILE, load_session
 from predictor.engine_paddle import PARAMS_FILE, PROGRAM_FILE, PaddleEngine
@@ -34,8 +35,9 @@ OPSET = 14
 FP32_TOLERANCE = 1e-4
 
 
-class ConversionError(RuntimeError):
-    pass
+class ConversionError(CheckpointError):
+    """This checkpoint's program does not convert faithfully: the run stops
+    with this message (exit 2) and --engine paddle is the way on."""
 
 
 @dataclass(frozen=True)

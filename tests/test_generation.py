@@ -151,3 +151,56 @@ def test_impossible_decoding_options_are_refused(workdir, model_dir, capsys):
     with pytest.raises(SystemExit):
         pipeline.parse_args(["in.csv", model_dir, "out.csv", "--min-new-tokens", "9", "--max-new-tokens", "4"])
     assert "min_new_tokens <= max_new_tokens" in capsys.readouterr().err
+
+
+def test_prompt_chunks_under_a_small_token_budget_give_generate_s_output(workdir, model_dir, sources):
+    settings = DecodeSettings(max_new_tokens=6)
+    submission = run_harness(workdir, model_dir, sources, "chunks", "--max-new-tokens", "6", "--token-budget", "40")
+    assert submission["text"].tolist() == reference_texts(model_dir, sources, settings)
+
+
+def test_int8_generation_carries_its_agreement_with_fp32_and_runs_int8_kernels(workdir, model_dir, sources):
+    import onnx
+
+    submission = run_harness(workdir, model_dir, sources, "int8", "--precision", "int8", "--max-new-tokens", "6")
+    assert submission["id"].tolist() == [f"t{i}" for i in range(len(sources))]
+    with open(os.path.join(workdir, "int8_out.csv.timing.json"), encoding="utf-8") as f:
+        report = json.load(f)
+    conversion = report["onnx"]
+    assert report["engine"]["precision"] == conversion["precision"] == "int8"
+    assert 0.0 <= conversion["probe_top1_agreement"] <= 1.0 and conversion["max_logit_diff"] > 0.0
+    assert {"weight_gemms", "lm_head", "attention"} <= set(conversion["step_profile"]["ms_per_step"])
+    from submit.timing_report import format_table
+
+    table = format_table(report)
+    assert "top-1 agreement" in table and "one step of" in table
+    step = onnx.load(os.path.join(workdir, "exports", conversion["key"], "step", "model.onnx"),
+                     load_external_data=False)
+    integer_ops = [n.op_type for n in step.graph.node if "Integer" in n.op_type or "Quantize" in n.op_type]
+    assert integer_ops  # the saved, optimised graph still multiplies int8 weights
+
+
+def test_a_conversion_that_moves_the_logits_is_refused_with_the_way_on(workdir, model_dir, sources, monkeypatch,
+                                                                       capsys, tmp_path):
+    from predictor import decoder_conversion
+
+    monkeypatch.setattr(decoder_conversion, "LOGIT_TOLERANCE", -1.0)  # any difference is too much
+    input_path = write_reviews_csv(os.path.join(workdir, "refused.csv"), sources[:4])
+    output = str(tmp_path / "refused_out.csv")
+    assert pipeline.main([input_path, model_dir, output, "--quiet", "--cache-dir", str(tmp_path / "cache")]) == 2
+    assert "--engine paddle" in capsys.readouterr().err
+    assert not os.path.exists(output)
+
+
+def test_step_time_categories():
+    from predictor.decoder_conversion import step_category
+
+    vocab = 500
+    assert step_category("MatMul", [[8, 64], [64, 192]], vocab) == "weight_gemms"
+    assert step_category("FusedGemm", [[8, 64], [64, 256]], vocab) == "weight_gemms"
+    assert step_category("Gemm", [[8, 64], [vocab, 64]], vocab) == "lm_head"
+    assert step_category("MatMul", [[8, 64], [64, vocab]], vocab) == "lm_head"
+    assert step_category("FusedMatMul", [[8, 4, 1, 16], [8, 4, 30, 16]], vocab) == "attention"
+    assert step_category("Softmax", [[8, 4, 1, 47]], vocab) == "attention"
+    assert step_category("Concat", [[8, 4, 1, 30], [8, 4, 1, 16]], vocab) == "copies_reshapes"
+    assert step_category("LayerNormalization", [[8, 64]], vocab) == "norms_elementwise"
