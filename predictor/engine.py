@@ -98,10 +98,13 @@ class NumpyArrays:
         """[rows_i, H, width_i, D] blocks -> one [sum rows_i, H, width, D], each
         right-aligned (zeros on the left)."""
         rows = sum(len(part) for part in parts)
-        out = np.zeros((rows, parts[0].shape[1], width) + parts[0].shape[3:], dtype=parts[0].dtype)
+        # Only the padding is zeroed: a job's prompt cache is hundreds of MB.
+        out = np.empty((rows, parts[0].shape[1], width) + parts[0].shape[3:], dtype=parts[0].dtype)
         first = 0
         for part in parts:
-            out[first:first + len(part), :, width - part.shape[2]:] = part
+            pad = width - part.shape[2]
+            out[first:first + len(part), :, :pad] = 0.0
+            out[first:first + len(part), :, pad:] = part
             first += len(part)
         return out
 
