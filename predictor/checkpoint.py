@@ -21,6 +21,10 @@ TASK_OF_ARCHITECTURE = {
 TASK_OF_MODEL_TYPE = {"ernie": "classify", "unimo": "generate"}
 
 
+# The folder, inside an export cache, of remembered weight digests.
+WEIGHTS_DIGESTS = "weights_digests"
+
+
 class CheckpointError(ValueError):
     pass
 
@@ -76,7 +80,7 @@ class Checkpoint:
         is unchanged, as make and git's index trust a file's stat."""
         stat = os.stat(self.weights_path)
         seen = f"{os.path.realpath(self.weights_path)}|{stat.st_ino}|{stat.st_size}|{stat.st_mtime_ns}"
-        record = os.path.join(remembered_in, "weights_digests",
+        record = os.path.join(remembered_in, WEIGHTS_DIGESTS,
                               hashlib.blake2b(seen.encode(), digest_size=12).hexdigest()) if remembered_in else None
         if record and os.path.isfile(record):
             with open(record, encoding="utf-8") as f:

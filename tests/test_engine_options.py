@@ -120,13 +120,13 @@ def test_tensorrt_conversion_says_what_it_needs_on_a_build_without_it(tmp_path):
 
 
 def test_weights_digest_is_remembered_while_the_file_is_unchanged(tmp_path):
-    from predictor.checkpoint import Checkpoint
+    from predictor.checkpoint import WEIGHTS_DIGESTS, Checkpoint
 
     weights = tmp_path / "model_state.pdparams"
     weights.write_bytes(b"first weights")
     checkpoint = Checkpoint(str(tmp_path), {}, str(weights), str(tmp_path / "vocab.txt"))
     first = checkpoint.weights_digest(remembered_in=str(tmp_path / "cache"))
-    assert len(list((tmp_path / "cache" / "weights_digests").iterdir())) == 1
+    assert len(list((tmp_path / "cache" / WEIGHTS_DIGESTS).iterdir())) == 1
     assert checkpoint.weights_digest(remembered_in=str(tmp_path / "cache")) == first == checkpoint.weights_digest()
     weights.write_bytes(b"other weights")  # same size, re-trained
     stat = weights.stat()
