@@ -60,7 +60,7 @@ def model_dir(workdir):
 @pytest.fixture(scope="module")
 def long_input(workdir):
     """Enough rows in small batches that prediction lasts a few seconds."""
-    return write_reviews_csv(os.path.join(workdir, "many.csv"), review_texts(400) * 10)
+    return write_reviews_csv(os.path.join(workdir, "many.csv"), review_texts(400) * 25)
 
 
 def start_run(workdir, model_dir, input_path, output, *options) -> subprocess.Popen:
@@ -122,7 +122,7 @@ def test_interrupt_exits_cleanly_with_nothing_left_behind(workdir, model_dir, lo
     output = os.path.join(workdir, "out", f"interrupted_{sent}.csv")
     run = start_run(workdir, model_dir, long_input, output)
     workers = wait_for_workers(run)
-    time.sleep(1.0)
+    time.sleep(0.5)  # the workers are loading or predicting; the run lasts several seconds more
     run.send_signal(sent)
     _, stderr = run.communicate(timeout=60)
     assert run.returncode == status, stderr
