@@ -60,15 +60,18 @@ def model_dir(workdir):
 @pytest.fixture(scope="module")
 def long_input(workdir):
     """Enough rows in small batches that prediction lasts a few seconds."""
-    return write_reviews_csv(os.path.join(workdir, "many.csv"), review_texts(400) * 25)
+    return write_reviews_csv(os.path.join(workdir, "many.csv"), review_texts(400) * 10)
 
 
 def start_run(workdir, model_dir, input_path, output, *options) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=REPO, GLOG_minloglevel="2", PYTHONWARNINGS="ignore", PYTHONFAULTHANDLER="1")
+    # A shell starts background jobs with SIGINT ignored, and the run would
+    # inherit that from a test session started with `&`: give it Ctrl-C back.
     return subprocess.Popen([sys.executable, "-m", "pipeline", input_path, model_dir,
                              output, "--quiet", "--workers", "2", "--threads", "1", "--token-budget", "64",
                              "--max-seq-len", "64", "--cache-dir", os.path.join(workdir, "exports"), *options],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for_workers(run: subprocess.Popen, count: int = 2) -> list[int]:
@@ -122,7 +125,7 @@ def test_interrupt_exits_cleanly_with_nothing_left_behind(workdir, model_dir, lo
     output = os.path.join(workdir, "out", f"interrupted_{sent}.csv")
     run = start_run(workdir, model_dir, long_input, output)
     workers = wait_for_workers(run)
-    time.sleep(0.5)  # the workers are loading or predicting; the run lasts several seconds more
+    time.sleep(1.0)
     run.send_signal(sent)
     _, stderr = run.communicate(timeout=60)
     assert run.returncode == status, stderr
