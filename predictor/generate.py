@@ -101,6 +101,13 @@ class CachedDecoder:
     most twice the positions written."""
 
     FIRST_WIDTH = 16
+    # Rows that finish (greedy) stay in the engine's batch as idle rows until
+    # fewer than this share of it is live; then the batch is compacted. So a
+    # step wastes under a quarter of its rows, and a job's prompt cache
+    # (hundreds of MB) is copied a few times instead of at every finished row
+    # (measured on the demo: loop overhead 36 ms a step when compacting at
+    # every finish).
+    COMPACT_BELOW = 0.75
 
     def __init__(self, prompt_engine, step_engine, max_positions: int, prompt_token_budget: int = 1024):
         self.prompt_engine, self.step_engine = prompt_engine, step_engine
@@ -159,7 +166,8 @@ class CachedDecoder:
             self.arrays.put_position(buffer, 0, values)
         self.written = 1  # positions of the generated buffer holding keys/values
         self.cache_source = np.arange(len(job["lengths"]))  # source of each prompt-cache row
-        self.row_source = self.cache_source.copy()          # source of each live row
+        self.row_source = self.cache_source.copy()          # source of each engine row
+        self.slots = np.arange(len(job["lengths"]))         # engine row of each decoder row
         self.steps = 0
         return logits
 
@@ -178,24 +186,32 @@ class CachedDecoder:
             self.cache_source = live_sources
 
     def advance(self, tokens: np.ndarray, parent: np.ndarray) -> np.ndarray:
-        self._follow(parent)
+        slots = self.slots[parent]
+        rows_dropped_only = bool(np.all(np.diff(slots) > 0))  # no reordering, no row repeated
+        if rows_dropped_only and len(slots) >= self.COMPACT_BELOW * len(self.row_source):
+            self.slots = slots  # finished rows idle in place
+        else:
+            self._follow(slots)
+            self.slots = np.arange(len(slots))
         width = self.generated[0].shape[2]
         if self.written == width:
             width = min(2 * width, self.max_positions)
             self.generated = [self.arrays.widened(buffer, width) for buffer in self.generated]
         self.steps += 1
-        rows = len(parent)
+        rows = len(self.row_source)
+        fed = np.zeros(rows, np.int64)  # idle rows are fed id 0; their outputs are never read
+        fed[self.slots] = tokens
         generated_bias = np.full((rows, width), MASKED, dtype=np.float32)
         generated_bias[:, :self.written] = 0.0
         # generate() repeats the start token's type (1) and counts positions on
         # from its 0.
-        feeds = [tokens.reshape(rows, 1).astype(np.int64), np.ones((rows, 1), np.int64),
+        feeds = [fed.reshape(rows, 1), np.ones((rows, 1), np.int64),
                  np.full((rows, 1), self.steps, np.int64), self.prompt_bias, generated_bias]
         outputs = self._timed_run(self.step_engine, feeds + self.prompt_cache + self.generated)
         for buffer, values in zip(self.generated, outputs[1:]):
             self.arrays.put_position(buffer, self.written, values)
         self.written += 1
-        return self.arrays.to_numpy(outputs[0])
+        return self.arrays.to_numpy(outputs[0])[self.slots]
 
 
 def cached_decoder(model_dir: str, options: EngineOptions, max_positions: int,
