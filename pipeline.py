@@ -65,11 +65,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--max-seq-len", type=int, default=128,
                         help="longer inputs are truncated, and counted in the timing report")
     parser.add_argument("--engine", choices=["auto", "paddle", "onnxruntime"], default="auto",
-                        help="auto: ONNX Runtime on CPU for classification (converted from the exported program "
-                             "with paddle2onnx, checked against it), Paddle Inference on GPU and for generation")
+                        help="auto: ONNX Runtime on CPU (the exported programs converted with paddle2onnx and "
+                             "checked against the model), Paddle Inference on GPU")
     parser.add_argument("--precision", choices=["auto", "fp32", "fp16", "int8"], default="auto",
-                        help="auto: fp16 on GPU, fp32 on CPU; int8 (CPU, ONNX Runtime) runs under an accuracy "
-                             "guard that keeps layers in fp32 until --min-agreement holds")
+                        help="auto: fp16 on GPU, fp32 on CPU; int8 (CPU, ONNX Runtime): classification runs "
+                             "under an accuracy guard that keeps layers in fp32 until --min-agreement holds; "
+                             "generation gets int8 weights and reports its probe agreement with fp32")
     parser.add_argument("--min-agreement", type=float, default=0.995,
                         help="int8: least label agreement with fp32 on held-back rows of this input")
     parser.add_argument("--tensorrt", action="store_true",

@@ -2,7 +2,10 @@
 
 EngineOptions is plain data (what tests inspect and the timing report
 prints). Every engine behind the seam maps named numpy inputs to numpy
-outputs with `run(feeds)`; one file each:
+outputs with `run(feeds)`, and for a decoder's cache also runs inputs in
+order to outputs that stay in the engine's memory (`run_resident`), with
+the few array operations the decoder needs on them (`arrays`:
+NumpyArrays below, or engine_paddle's PaddleArrays); one file each:
 
 - predictor/engine_paddle.py: Paddle Inference over the exported program
   (GPU: FP16, fused passes, optional TensorRT; CPU: oneDNN);
@@ -10,10 +13,12 @@ outputs with `run(feeds)`; one file each:
   by predictor/onnx_conversion.py (CPU: fp32, or INT8 through
   predictor/quantize.py).
 
-`auto` takes ONNX Runtime on CPU where the task's model converts (measured
-faster on this project's machine: Paddle Inference 3.3.1's PIR CPU passes
-fuse matmul + activation only, ONNX Runtime fuses attention, layer norms and
-GELU) and Paddle Inference on GPU. Only this file and the two engine files
+`auto` takes ONNX Runtime on CPU (measured faster on this project's machine
+for both tasks: Paddle Inference 3.3.1's PIR CPU passes fuse matmul +
+activation only, ONNX Runtime fuses attention, layer norms, GELU and
+Gemm + bias; the forced-length generation demo's predict stage took 34 s on
+it and 63 s on Paddle Inference, same programs, same texts) and Paddle
+Inference on GPU. Only this file and the two engine files
 know which engine runs.
 """
 from __future__ import annotations
