@@ -383,7 +383,8 @@ def run_once(args: argparse.Namespace, progress: Progress) -> dict:
     with timer.stage("export"):
         from predictor.export import cached_export, export_key
 
-        key = export_key({"task": task.name, "weights": checkpoint.weights_digest(remembered_in=args.cache_dir), "vocab": vocab.digest(),
+        key = export_key({"task": task.name, "weights": checkpoint.weights_digest(remembered_in=args.cache_dir),
+                          "vocab": vocab.digest(),
                           "precision": "fp32" if options.precision == "int8" else options.precision,
                           "device": options.device, **task.export_key_parts()})
         model_dir, export_cached = cached_export(args.cache_dir, key, lambda folder: task.export(vocab, folder))

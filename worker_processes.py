@@ -9,6 +9,7 @@ Ctrl-C reaches the main process alone, which stops them and says so once.
 """
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import signal
 import time
@@ -150,8 +151,6 @@ def in_spawned_processes(fn: Callable, calls: list[tuple], what: str, initialize
                          initargs: tuple = ()) -> list:
     """fn(*args) for each args of `calls`, one spawned process each, results
     in order; a failure stops them all (see run_in_order)."""
-    import multiprocessing as mp
-
     pool = ProcessPoolExecutor(len(calls), mp_context=mp.get_context("spawn"), initializer=initializer,
                                initargs=initargs)
     try:

@@ -40,8 +40,6 @@ PROBE_STEPS = 4
 LOGIT_TOLERANCE = 1e-3
 GEMM_OPS = ("MatMul", "FusedMatMul", "Gemm", "FusedGemm", "MatMulInteger", "DynamicQuantizeMatMul",
             "MatMulIntegerToFloat")
-
-
 PROBE_FILE = "probe_reference.npz"
 PROBE_LENGTHS = (11, 6, 2)
 
@@ -91,11 +89,10 @@ def step_category(op: str, input_shapes: list[list[int]], vocab_size: int) -> st
     """Where a step's kernel belongs: weight GEMMs, LM head, attention over the
     cache (products of 4-D activations, softmax), or the rest."""
     if op in GEMM_OPS:
-        dims = [len(shape) for shape in input_shapes[:2]]
-        if any(shape and shape[-1] == vocab_size for shape in input_shapes[1:2]) or \
-                any(shape and shape[0] == vocab_size for shape in input_shapes[1:2]):
+        weight = input_shapes[1] if len(input_shapes) > 1 else []
+        if vocab_size in weight[:1] + weight[-1:]:  # [V, hidden] or [hidden, V]
             return "lm_head"
-        return "attention" if dims and max(dims) >= 4 else "weight_gemms"
+        return "attention" if max((len(shape) for shape in input_shapes[:2]), default=0) >= 4 else "weight_gemms"
     if op == "Softmax":
         return "attention"
     if op in ("Concat", "Gather", "Slice", "Identity", "Transpose", "Reshape", "Unsqueeze", "Squeeze", "Expand"):

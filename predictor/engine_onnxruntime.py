@@ -50,18 +50,17 @@ def load_session(model: str | bytes, threads: int, profile_prefix: str | None = 
     return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
-def save_optimised(model: str | bytes, folder: str, threads: int, profile_prefix: str | None = None):
+def save_optimised(model: str | bytes, folder: str, threads: int) -> None:
     """Optimise `model` for this CPU and save it as folder/model.onnx with its
-    weights in folder/model.weights; returns the optimising session, ready to
-    run. (Rewrites at the ALL level may be specific to the machine: the
-    export cache's key names the CPU.)"""
+    weights in folder/model.weights. (Rewrites at the ALL level may be
+    specific to the machine: the export cache's key names the CPU.)"""
     import onnxruntime
 
-    options = session_options(threads, profile_prefix)
+    options = session_options(threads)
     options.optimized_model_filepath = os.path.join(folder, ONNX_FILE)
     options.add_session_config_entry("session.optimized_model_external_initializers_file_name", OPTIMISED_WEIGHTS)
     options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
-    return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 def cpu_identity() -> str:

@@ -50,36 +50,6 @@ def paddle_config(model_dir: str, options: EngineOptions):
     return config
 
 
-class PaddleEngine:
-    """A loaded predictor; `run` maps named numpy inputs to numpy outputs."""
-
-    def __init__(self, model_dir: str, options: EngineOptions):
-        from paddle import inference
-
-        self.options = options
-        self._predictor = inference.create_predictor(paddle_config(model_dir, options))
-        self.input_names = list(self._predictor.get_input_names())
-        self._outputs = [self._predictor.get_output_handle(n) for n in self._predictor.get_output_names()]
-
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        for name in self.input_names:
-            self._predictor.get_input_handle(name).copy_from_cpu(np.ascontiguousarray(feeds[name]))
-        self._predictor.run()
-        return [handle.copy_to_cpu() for handle in self._outputs]
-
-    def run_resident(self, inputs: list) -> list:
-        """Inputs in input order, numpy arrays or paddle Tensors; outputs stay
-        Tensors in the predictor's memory (a decoder's key/value cache goes
-        straight back in without a host copy)."""
-        import paddle
-
-        return self._predictor.run([paddle.to_tensor(x) if isinstance(x, np.ndarray) else x for x in inputs])
-
-    @property
-    def arrays(self) -> "PaddleArrays":
-        return PaddleArrays()
-
-
 class PaddleArrays:
     """The few array operations a decoder needs on run_resident's Tensors."""
 
@@ -118,3 +88,31 @@ class PaddleArrays:
     @staticmethod
     def to_numpy(x) -> np.ndarray:
         return x.numpy()
+
+
+class PaddleEngine:
+    """A loaded predictor; `run` maps named numpy inputs to numpy outputs."""
+
+    def __init__(self, model_dir: str, options: EngineOptions):
+        from paddle import inference
+
+        self.options = options
+        self._predictor = inference.create_predictor(paddle_config(model_dir, options))
+        self.input_names = list(self._predictor.get_input_names())
+        self._outputs = [self._predictor.get_output_handle(n) for n in self._predictor.get_output_names()]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        for name in self.input_names:
+            self._predictor.get_input_handle(name).copy_from_cpu(np.ascontiguousarray(feeds[name]))
+        self._predictor.run()
+        return [handle.copy_to_cpu() for handle in self._outputs]
+
+    def run_resident(self, inputs: list) -> list:
+        """Inputs in input order, numpy arrays or paddle Tensors; outputs stay
+        Tensors in the predictor's memory (a decoder's key/value cache goes
+        straight back in without a host copy)."""
+        import paddle
+
+        return self._predictor.run([paddle.to_tensor(x) if isinstance(x, np.ndarray) else x for x in inputs])
+
+    arrays = PaddleArrays

@@ -70,8 +70,17 @@ def left_padded(rows, lengths: np.ndarray, pad_id: int) -> tuple[np.ndarray, np.
     return ids, types
 
 
-def prompt_inputs(job: dict) -> tuple[list[np.ndarray], np.ndarray]:
-    """The prompt program's inputs and the steps' bias over the prompt cache.
+def prompt_bias(lengths: np.ndarray, width: int) -> np.ndarray:
+    """[rows, width - 1]: what the start token (and every step after it) may
+    see of the left-padded prompt: its row's source, not the padding."""
+    bias = np.full((len(lengths), width - 1), MASKED, dtype=np.float32)
+    for i, length in enumerate(lengths.tolist()):
+        bias[i, width - length:] = 0.0
+    return bias
+
+
+def prompt_inputs(job: dict) -> list[np.ndarray]:
+    """The prompt program's inputs.
 
     As gen_encode lays them out: positions count 0.. over the source and
     restart at 0 on the start token; every position sees the whole source,
@@ -85,7 +94,7 @@ def prompt_inputs(job: dict) -> tuple[list[np.ndarray], np.ndarray]:
         positions[i, first:width - 1] = np.arange(length - 1)
         mask[i, 0, first:, first:width - 1] = 0.0
         mask[i, 0, width - 1, width - 1] = 0.0
-    return [ids, job["token_type_ids"], positions, mask], mask[:, 0, -1, :-1].copy()
+    return [ids, job["token_type_ids"], positions, mask]
 
 
 class CachedDecoder:
@@ -139,7 +148,7 @@ class CachedDecoder:
             chunk_job = {"input_ids": job["input_ids"][rows, width - chunk.width:],
                          "token_type_ids": job["token_type_ids"][rows, width - chunk.width:], "lengths": lengths[rows]}
             engine_before = self.engine_s
-            outputs = self._timed_run(self.prompt_engine, prompt_inputs(chunk_job)[0])
+            outputs = self._timed_run(self.prompt_engine, prompt_inputs(chunk_job))
             self.prompt_s += self.engine_s - engine_before
             layers2 = (len(outputs) - 1) // 2
             logits.append(self.arrays.to_numpy(outputs[0]))
@@ -157,7 +166,7 @@ class CachedDecoder:
         return np.concatenate(logits)[back], in_job_order(prompt_parts, width - 1), in_job_order(start_parts, 1)
 
     def start(self, job: dict) -> np.ndarray:
-        self.prompt_bias = prompt_inputs(job)[1]
+        self.prompt_bias = prompt_bias(job["lengths"], job["input_ids"].shape[1])
         logits, self.prompt_cache, start_part = self._prompt(job)
         rows, heads, _, head_dim = start_part[0].shape
         width = min(self.FIRST_WIDTH, self.max_positions)

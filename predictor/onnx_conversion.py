@@ -54,8 +54,8 @@ def paddle_to_onnx(paddle_dir: str, onnx_path: str | None = None) -> bytes | Non
 
     model = paddle2onnx.export(os.path.join(paddle_dir, PROGRAM_FILE), os.path.join(paddle_dir, PARAMS_FILE),
                                onnx_path, opset_version=OPSET, optimize_tool="None", verbose=False)
-    if (onnx_path is None and model is None) or (onnx_path and not os.path.exists(onnx_path)):
-        # paddle2onnx logs a failure instead of raising it
+    converted = os.path.exists(onnx_path) if onnx_path else model is not None
+    if not converted:  # paddle2onnx logs a failure instead of raising it
         raise ConversionError(f"paddle2onnx could not convert {paddle_dir} (see its log above)")
     return None if onnx_path else model
 
