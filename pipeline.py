@@ -10,20 +10,24 @@ import argparse
 import os
 import signal
 import sys
+import tempfile
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
-from preprocess.input_table import ColumnNames, InputError, input_format, read_input_table
-from preprocess.tokenize_shards import Framing, encode_rows
+from preprocess.encoded_chunks import EncodedChunks, ScratchSpaceError
+from preprocess.encoded_rows import EncodedRows
+from preprocess.input_table import CHUNK_ROWS, ColumnNames, InputError, input_format, read_input_chunks
+from preprocess.tokenize_shards import Framing, ShardedEncoder
 from preprocess.wordpiece import read_vocab
-from predictor.batching import batches_of_rows, length_sorted_batches, padding_ratio
+from predictor.batching import batches_of_rows, length_sorted_batches
 from predictor.checkpoint import CheckpointError, read_checkpoint
 from predictor.engine import ONNX_TASKS, EngineOptions, choose_engine
 from predictor.low_margin import MarginRule, rerun_low_margin_rows
 from predictor.pruning import full_vocab, prune_vocab
 from predictor.workers import RunnerSpec, WorkerPool, plan_engine_options, visible_gpu_ids
-from submit.merge import merge_in_input_order
+from submit.merge import merge_in_input_order, stack_in_input_order
 from submit.submission_frames import classification_frame, generation_frame
 from submit.timing_plot import plot_path_for, write_timing_plot
 from submit.timing_report import StageTimer, format_table, repeat_summary, run_report
@@ -62,6 +66,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--token-budget", type=int, default=None,
                         help="padded tokens per batch (rows x longest row), for generation per prompt pass; "
                              "default " + ", ".join(f"{n} on {e}" for e, n in DEFAULT_TOKEN_BUDGET.items()))
+    parser.add_argument("--chunk-rows", type=int, default=CHUNK_ROWS,
+                        help="rows read, tokenised and predicted at a time; the tokenised input waits in a "
+                             "temporary folder (TMPDIR) when it is more than one chunk, so memory does not grow "
+                             "with the row count")
     parser.add_argument("--max-seq-len", type=int, default=128,
                         help="longer inputs are truncated, and counted in the timing report")
     parser.add_argument("--engine", choices=["auto", "paddle", "onnxruntime"], default="auto",
@@ -116,7 +124,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                             help="greedy: also write OUTPUT.margins.jsonl, each step's chosen and runner-up "
                                  "tokens and their logit gap (scripts/check_accuracy.py --margins reads it)")
     args = parser.parse_args(argv)
-    for name in ("workers", "tokenizer_workers", "token_budget", "repeat", "max_new_tokens", "max_title_len",
+    for name in ("workers", "tokenizer_workers", "token_budget", "chunk_rows", "repeat", "max_new_tokens", "max_title_len",
                  "max_batch_rows", "stall_timeout"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -155,7 +163,7 @@ class Progress:
     def bar(self, total: int, label: str):
         from tqdm import tqdm
 
-        return tqdm(total=total, desc=label, unit="batch", disable=not self.enabled, file=sys.stderr, leave=False)
+        return tqdm(total=total, desc=label, unit="row", disable=not self.enabled, file=sys.stderr, leave=False)
 
 
 def special_token_ids(vocab_path: str) -> np.ndarray:
@@ -239,13 +247,17 @@ class ClassifyTask:
     def batch_outputs(self, results: list) -> list:
         return results  # [rows, classes] probabilities per batch
 
-    def submission(self, ids: list[str], outputs: list, vocab):
-        return classification_frame(ids, np.stack(outputs), self.classify.class_labels(self.checkpoint.config))
+    @staticmethod
+    def merge(rows: int, pieces) -> np.ndarray:
+        return stack_in_input_order(rows, pieces)
+
+    def submission(self, ids: list[str], outputs: np.ndarray, vocab):
+        return classification_frame(ids, outputs, self.classify.class_labels(self.checkpoint.config))
 
     def report(self, results: list, outputs: list) -> dict:
         return {}
 
-    def write_side_files(self, ids: list[str], batches, results: list, outputs: list, vocab) -> None:
+    def write_side_files(self, ids: list[str], result_rows: list, results: list, outputs, vocab) -> None:
         pass
 
 
@@ -322,6 +334,10 @@ class GenerateTask:
     def batch_outputs(self, results: list) -> list:
         return [decoded.rows for decoded in results]
 
+    @staticmethod
+    def merge(rows: int, pieces) -> list:
+        return merge_in_input_order(rows, pieces)
+
     def submission(self, ids: list[str], outputs: list, vocab):
         from submit.detokenize import detokenizer
 
@@ -332,13 +348,13 @@ class GenerateTask:
         return {"decode": dict(vars(self.decode)), "generated_tokens": int(sum(len(o) for o in outputs)),
                 "decoding": self.generate.decoding_report(results)}
 
-    def write_side_files(self, ids: list[str], batches, results: list, outputs: list, vocab) -> None:
+    def write_side_files(self, ids: list[str], result_rows: list, results: list, outputs: list, vocab) -> None:
         if not self.args.write_margins:
             return
         from submit.detokenize import vocab_tokens
         from submit.margins import margin_record, margins_path
 
-        runner_ups = merge_in_input_order(len(ids), zip((b.rows for b in batches), (r.runner_ups for r in results)))
+        runner_ups = merge_in_input_order(len(ids), zip(result_rows, (r.runner_ups for r in results)))
         id_to_token, eos_id = vocab_tokens(self.checkpoint.vocab_path), int(self.checkpoint.config["eos_token_id"])
         write_jsonl([margin_record(row_id, vocab.to_full(out), vocab.to_full(r.ids), r.gaps, eos_id, id_to_token)
                      for row_id, out, r in zip(ids, outputs, runner_ups)], margins_path(self.args.output))
@@ -347,7 +363,32 @@ class GenerateTask:
 TASKS = {"classify": ClassifyTask, "generate": GenerateTask}
 
 
+def read_and_tokenize(args: argparse.Namespace, task_name: str, vocab_path: str, encoded: EncodedChunks,
+                      timer: StageTimer) -> list[str]:
+    """Every row of the input file, a chunk at a time: validated, tokenised
+    and put in `encoded`; returns the row ids, the one per-row text kept."""
+    framing = Framing(task_name, args.max_seq_len, args.max_title_len)
+    chunks = read_input_chunks(args.input, ColumnNames(args.id_column, args.text_column, args.pair_column),
+                               args.chunk_rows)
+    ids: list[str] = []
+    with ShardedEncoder(vocab_path, framing, workers=args.tokenizer_workers) as encoder:
+        while True:
+            with timer.stage("read"):
+                chunk = next(chunks, None)
+            if chunk is None:
+                return ids
+            with timer.stage("tokenize"):
+                encoded.append(encoder.encode(chunk.texts, chunk.pairs))
+            ids += chunk.ids
+
+
 def run_once(args: argparse.Namespace, progress: Progress) -> dict:
+    # The tokenised input waits on disk between tokenising and predicting.
+    with tempfile.TemporaryDirectory(prefix="ernie_rows_") as spill_folder:
+        return run_spilled(args, progress, spill_folder)
+
+
+def run_spilled(args: argparse.Namespace, progress: Progress, spill_folder: str) -> dict:
     timer = StageTimer()
     with timer.stage("load"):
         checkpoint = read_checkpoint(args.model_dir)
@@ -359,27 +400,27 @@ def run_once(args: argparse.Namespace, progress: Progress) -> dict:
         gpu_ids = visible_gpu_ids() if options.device == "gpu" else None
         options_per_worker = plan_engine_options(options, args.workers, gpu_ids)
 
-    with timer.stage("read"):
-        table = read_input_table(args.input, ColumnNames(args.id_column, args.text_column, args.pair_column))
-
-    with timer.stage("tokenize"):
-        framing = Framing(task.name, args.max_seq_len, args.max_title_len)
-        encoded = encode_rows(checkpoint.vocab_path, framing, table.texts, table.pairs,
-                              workers=args.tokenizer_workers)
+    encoded = EncodedChunks(spill_folder, int(checkpoint.config["vocab_size"]))
+    ids = read_and_tokenize(args, task.name, checkpoint.vocab_path, encoded, timer)
 
     with timer.stage("prune"):
         vocab_size = int(checkpoint.config["vocab_size"])
         prune = task.prune_is_exact if args.prune is None else args.prune
         if prune:
-            vocab = prune_vocab(vocab_size, encoded.token_ids, special_token_ids(checkpoint.vocab_path),
+            vocab = prune_vocab(vocab_size, encoded.used_ids(), special_token_ids(checkpoint.vocab_path),
                                 *task.extra_kept_ids())
         else:
             vocab = full_vocab(vocab_size)
-        model_input = encoded.with_token_ids(vocab.to_pruned(encoded.token_ids))
         pad_id = int(vocab.old_to_new[int(checkpoint.config.get("pad_token_id") or 0)])
 
+    def model_input(rows: EncodedRows) -> EncodedRows:
+        return rows.with_token_ids(vocab.to_pruned(rows.token_ids))
+
     token_budget = args.token_budget or DEFAULT_TOKEN_BUDGET[options.engine]
-    batches = length_sorted_batches(model_input.lengths, task.job_token_budget(token_budget), task.max_batch_rows)
+
+    def batches_for(rows: EncodedRows) -> list:
+        return length_sorted_batches(rows.lengths, task.job_token_budget(token_budget), task.max_batch_rows)
+
     with timer.stage("export"):
         from predictor.export import cached_export, export_key
 
@@ -392,24 +433,30 @@ def run_once(args: argparse.Namespace, progress: Progress) -> dict:
         if options.engine == "onnxruntime":
             from predictor.onnx_conversion import cached_onnx_model
 
-            key_parts, convert_into = task.onnx_conversion(model_dir, model_input, batches, pad_id, vocab,
-                                                           options.cpu_threads)
+            first_chunk = model_input(encoded.chunk(0))
+            key_parts, convert_into = task.onnx_conversion(model_dir, first_chunk, batches_for(first_chunk), pad_id,
+                                                           vocab, options.cpu_threads)
             model_dir, engine_steps["onnx"] = cached_onnx_model(args.cache_dir, key, key_parts, convert_into)
+
+    def jobs_for_rows(rows: np.ndarray) -> tuple[list, Iterator]:
+        """(batches, jobs) over some rows of the input (ascending); batches
+        index `rows`, 0 to len(rows) - 1."""
+        sample = model_input(encoded.gather(rows))
+        batches = batches_of_rows(np.arange(len(sample)), sample.lengths, token_budget, task.max_batch_rows)
+        return batches, task.jobs(sample, batches, pad_id)
 
     with timer.stage("quantize"):
         if options.precision == "int8" and task.int8_guard:
-            from predictor.quantize import GuardSamples, GuardSettings, cached_int8_model, guard_rows
+            from predictor.quantize import GuardSamples, cached_int8_model, GuardSettings, guard_rows
 
             def guard_samples() -> GuardSamples:
-                held_back, calibration = guard_rows(len(model_input))
-                feeds = [list(task.jobs(model_input, batches_of_rows(rows, model_input.lengths, token_budget,
-                                                                     task.max_batch_rows), pad_id))
-                         for rows in (held_back, calibration)]
+                held_back, calibration = guard_rows(len(encoded))
+                feeds = [list(jobs_for_rows(rows)[1]) for rows in (held_back, calibration)]
                 return GuardSamples(feeds[0], feeds[1], len(held_back), len(calibration))
 
             fp32_dir = model_dir
             model_dir, engine_steps["int8"] = cached_int8_model(
-                args.cache_dir, engine_steps["onnx"]["key"], model_dir, model_input.digest(), guard_samples,
+                args.cache_dir, engine_steps["onnx"]["key"], model_dir, encoded.digest(), guard_samples,
                 options.cpu_threads, GuardSettings.for_this_cpu(args.min_agreement))
 
     with timer.stage("load"):
@@ -417,39 +464,51 @@ def run_once(args: argparse.Namespace, progress: Progress) -> dict:
         pool = WorkerPool([RunnerSpec(task.name, model_dir, o, settings) for o in options_per_worker],
                           args.stall_timeout)
 
+    results, result_rows, batch_count, padded_tokens = [], [], 0, 0
     with timer.stage("predict"), pool:
-        with progress.bar(len(batches), "predict") as bar:
-            results = list(pool.map(task.jobs(model_input, batches, pad_id), on_done=bar.update))
+        with progress.bar(len(ids), "predict") as bar:
+            for first_row, chunk in encoded.chunks():
+                chunk_input = model_input(chunk)
+                batches = batches_for(chunk_input)
+                for batch, result in zip(batches, pool.map(task.jobs(chunk_input, batches, pad_id))):
+                    results.append(result)
+                    result_rows.append(batch.rows + first_row)
+                    bar.update(len(batch.rows))
+                batch_count += len(batches)
+                padded_tokens += sum(batch.padded_tokens for batch in batches)
 
     with timer.stage("write"):
-        pieces = zip((b.rows for b in batches), task.batch_outputs(results))
-        merged = merge_in_input_order(len(table), pieces)
+        merged = task.merge(len(ids), zip(result_rows, task.batch_outputs(results)))
 
     with timer.stage("rerun"):
         rule = (engine_steps.get("int8") or {}).get("margin_rule")
         if rule:
-            def run_fp32(rows: np.ndarray) -> list:
-                rerun_batches = batches_of_rows(rows, model_input.lengths, token_budget, task.max_batch_rows)
+            def run_fp32(rows: np.ndarray):
+                rerun_batches, jobs = jobs_for_rows(rows)
                 with WorkerPool([RunnerSpec(task.name, fp32_dir, o, settings) for o in options_per_worker],
                                 args.stall_timeout) as fp32:
-                    with progress.bar(len(rerun_batches), "fp32 re-run") as bar:
-                        outputs = fp32.map(task.jobs(model_input, rerun_batches, pad_id), on_done=bar.update)
-                        return merge_in_input_order(len(rows), zip(
-                            (np.searchsorted(rows, b.rows) for b in rerun_batches), task.batch_outputs(list(outputs))))
+                    with progress.bar(len(rows), "fp32 re-run") as bar:
+                        results_fp32 = []
+                        for batch, result in zip(rerun_batches, fp32.map(jobs)):
+                            results_fp32.append(result)
+                            bar.update(len(batch.rows))
+                return task.merge(len(rows), zip((b.rows for b in rerun_batches), task.batch_outputs(results_fp32)))
 
             merged, engine_steps["rerun"] = rerun_low_margin_rows(merged, MarginRule.from_dict(rule), run_fp32)
 
     with timer.stage("write"):
-        write_table(task.submission(table.ids, merged, vocab), args.output)
-        task.write_side_files(table.ids, batches, results, merged, vocab)
+        write_table(task.submission(ids, merged, vocab), args.output)
+        task.write_side_files(ids, result_rows, results, merged, vocab)
 
-    return run_report(timer, rows=len(table), tokens=int(encoded.lengths.sum()), extra={
+    tokens = encoded.tokens
+    return run_report(timer, rows=len(ids), tokens=tokens, extra={
         "task": task.name,
-        "truncated_rows": int(encoded.truncated.sum()),
+        "truncated_rows": encoded.truncated_rows,
         "max_seq_len": args.max_seq_len,
-        "batches": len(batches),
+        "input_chunks": encoded.chunk_count,
+        "batches": batch_count,
         "token_budget": token_budget,
-        "padding_ratio": round(padding_ratio(batches, encoded.lengths), 4),
+        "padding_ratio": round(padded_tokens / tokens, 4) if tokens else 1.0,
         "vocab": {"full": vocab.full_size, "kept": vocab.size, "pruned": not vocab.is_identity,
                   "embedding_bytes_saved": vocab.embedding_bytes_saved(int(checkpoint.config["hidden_size"]))},
         "export_key": key,
@@ -484,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
         plot_path = None if args.no_plot else plot_path_for(timing_path)
         if plot_path:
             write_timing_plot(report, plot_path)
-    except (InputError, CheckpointError, OutputError) as err:
+    except (InputError, CheckpointError, OutputError, ScratchSpaceError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except WorkerFailed as err:

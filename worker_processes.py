@@ -120,8 +120,7 @@ def _died(executor: ProcessPoolExecutor, processes: list, what: str, job: str) -
 
 
 def run_in_order(executor: ProcessPoolExecutor, fn: Callable, calls: Iterable[tuple], what: str,
-                 stall_timeout: float = DEFAULT_STALL_TIMEOUT_S,
-                 on_done: Callable[[int], None] | None = None) -> Iterator:
+                 stall_timeout: float = DEFAULT_STALL_TIMEOUT_S) -> Iterator:
     """fn(*args) for each args of `calls` on the workers, results in order. A
     dead or stalled worker, noticed while submitting or while waiting, raises
     WorkerFailed naming the process and the job (0-based) it was waiting on."""
@@ -142,21 +141,33 @@ def run_in_order(executor: ProcessPoolExecutor, fn: Callable, calls: Iterable[tu
             stop(executor, processes)
             raise WorkerFailed(f"{what} workers finished nothing for {stall_timeout:.0f}s (job {index} of "
                                f"{len(futures)}); stopped them (--stall-timeout)") from None
-        if on_done:
-            on_done(1)
         yield result
 
 
-def in_spawned_processes(fn: Callable, calls: list[tuple], what: str, initializer: Callable = ignore_interrupts,
-                         initargs: tuple = ()) -> list:
-    """fn(*args) for each args of `calls`, one spawned process each, results
-    in order; a failure stops them all (see run_in_order)."""
-    pool = ProcessPoolExecutor(len(calls), mp_context=mp.get_context("spawn"), initializer=initializer,
-                               initargs=initargs)
-    try:
-        results = list(run_in_order(pool, fn, calls, what))
-    except BaseException:
-        stop(pool)
-        raise
-    pool.shutdown(wait=True)
-    return results
+class SpawnedPool:
+    """Up to `processes` spawned workers, kept across `map` calls (each call's
+    results in order); a failure or an interrupt stops them all (see
+    run_in_order). Use as a context manager."""
+
+    def __init__(self, processes: int, initializer: Callable = ignore_interrupts, initargs: tuple = ()):
+        self._executor = ProcessPoolExecutor(processes, mp_context=mp.get_context("spawn"), initializer=initializer,
+                                             initargs=initargs)
+
+    def map(self, fn: Callable, calls: list[tuple], what: str) -> list:
+        try:
+            return list(run_in_order(self._executor, fn, calls, what))
+        except BaseException:
+            stop(self._executor)
+            raise
+
+    def close(self, failed: bool = False) -> None:
+        if failed:
+            stop(self._executor)
+        else:
+            self._executor.shutdown(wait=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, traceback):
+        self.close(failed=exc_type is not None)

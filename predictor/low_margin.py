@@ -94,13 +94,14 @@ def cross_checked_agreement(reference: np.ndarray, candidate: np.ndarray, folds:
     return kept / len(reference)
 
 
-def rerun_low_margin_rows(merged: list, rule: MarginRule,
-                          run_fp32: Callable[[np.ndarray], list]) -> tuple[list, dict]:
-    """INT8 outputs in input order -> the offset applied, and rows under the
-    threshold replaced by `run_fp32(rows)` (their fp32 outputs, in the order
-    of `rows`, which ascend); also a report of what was re-run."""
-    probabilities = corrected(np.stack(merged), rule.offset)
+def rerun_low_margin_rows(merged: np.ndarray, rule: MarginRule,
+                          run_fp32: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, dict]:
+    """INT8 probabilities in input order ([rows, classes]) -> the offset
+    applied, and rows under the threshold replaced by `run_fp32(rows)` (their
+    fp32 outputs, in the order of `rows`, which ascend); also a report of
+    what was re-run."""
+    probabilities = corrected(np.asarray(merged), rule.offset)
     rows = rows_to_rerun(probabilities, rule)
     if rows.size:
-        probabilities[rows] = np.stack(run_fp32(rows))
-    return list(probabilities), {"rows": int(rows.size), "threshold": rule.threshold}
+        probabilities[rows] = np.asarray(run_fp32(rows))
+    return probabilities, {"rows": int(rows.size), "threshold": rule.threshold}

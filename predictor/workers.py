@@ -13,7 +13,7 @@ import multiprocessing as mp
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 from predictor.engine import EngineOptions
 from worker_processes import DEFAULT_STALL_TIMEOUT_S, ignore_interrupts, run_in_order, stop
@@ -115,16 +115,12 @@ class WorkerPool:
     def processes(self) -> int:
         return len(self._specs)
 
-    def map(self, jobs: Iterable, on_done: Callable[[int], None] | None = None) -> Iterator:
+    def map(self, jobs: Iterable) -> Iterator:
         if self._local is not None:
             for job in jobs:
-                result = self._local.run(job)
-                if on_done:
-                    on_done(1)
-                yield result
+                yield self._local.run(job)
             return
-        yield from run_in_order(self._executor, _run_job, ((job,) for job in jobs), "predictor", self._stall_timeout,
-                                on_done)
+        yield from run_in_order(self._executor, _run_job, ((job,) for job in jobs), "predictor", self._stall_timeout)
 
     def close(self, failed: bool = False) -> None:
         """Let the workers exit; after a failure (or Ctrl-C), stop them at once."""

@@ -7,7 +7,6 @@ whoever builds a batch.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,11 +69,3 @@ class EncodedRows:
 
     def with_token_ids(self, token_ids: np.ndarray) -> "EncodedRows":
         return EncodedRows(token_ids, self.token_type_ids, self.offsets, self.truncated)
-
-    def digest(self) -> str:
-        """Content hash of every row's ids and types (e.g. a cache key for work
-        that depends on the data, such as the INT8 accuracy guard)."""
-        digest = hashlib.blake2b(digest_size=16)
-        for array in (self.token_ids, self.token_type_ids, self.offsets):
-            digest.update(np.ascontiguousarray(array).tobytes())
-        return digest.hexdigest()

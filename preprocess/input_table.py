@@ -7,11 +7,10 @@ problems, found before parsing, are reported by line.
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import pandas as pd
 
@@ -59,34 +58,104 @@ def input_format(path: str) -> str:
     return FORMATS[ext]
 
 
+# Rows parsed, validated and handed on at a time: a large file is never
+# held whole (text, frame and row lists are per chunk), only its ids.
+CHUNK_ROWS = 100_000
+
+
+@dataclass(frozen=True)
+class InputChunk:
+    first_row: int  # 0-based index of this chunk's first row in the file
+    ids: list[str]
+    texts: list[str]
+    pairs: list[str] | None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
 def read_input_table(path: str, columns: ColumnNames = ColumnNames()) -> InputTable:
-    fmt = input_format(path)
-    text = _decode_strictly(path, fmt)
-    frame = _parse(path, fmt, text)
-    if len(frame) == 0:
-        raise InputError(path, "the file has no data rows")
-    wanted = [columns.id, columns.text] + ([columns.pair] if columns.pair else [])
-    missing = [name for name in wanted if name not in frame.columns]
-    if missing:
-        raise InputError(
-            path,
-            f"missing column(s) {missing}; the file has {list(map(str, frame.columns))}. "
-            "Name the right ones with --id-column/--text-column/--pair-column.",
-        )
-    ids = _validated_ids(path, columns.id, frame[columns.id].tolist())
-    texts = _validated_texts(path, columns.text, frame[columns.text].tolist())
-    pairs = _validated_texts(path, columns.pair, frame[columns.pair].tolist()) if columns.pair else None
+    """The whole file at once (for scripts and small inputs)."""
+    ids, texts, pairs = [], [], [] if columns.pair else None
+    for chunk in read_input_chunks(path, columns):
+        ids += chunk.ids
+        texts += chunk.texts
+        if pairs is not None:
+            pairs += chunk.pairs
     return InputTable(path=os.fspath(path), ids=ids, texts=texts, pairs=pairs)
 
 
-def _decode_strictly(path: str, fmt: str) -> str:
+def read_input_chunks(path: str, columns: ColumnNames = ColumnNames(),
+                      chunk_rows: int = CHUNK_ROWS) -> Iterator[InputChunk]:
+    """The file's rows, validated, `chunk_rows` at a time. Ids are checked
+    for duplicates across the whole file; an empty file raises."""
+    fmt = input_format(path)
+    wanted = [columns.id, columns.text] + ([columns.pair] if columns.pair else [])
+    ids_seen = IdRegistry(path, columns.id)
+    first_row = 0
+    for frame in _frames(path, fmt, chunk_rows):
+        if first_row == 0:
+            missing = [name for name in wanted if name not in frame.columns]
+            if missing:
+                raise InputError(
+                    path,
+                    f"missing column(s) {missing}; the file has {list(map(str, frame.columns))}. "
+                    "Name the right ones with --id-column/--text-column/--pair-column.",
+                )
+        # A jsonl chunk whose records all lack a field has no such column:
+        # its rows then fail as missing values, as in any other chunk.
+        frame = frame.reindex(columns=wanted)
+        ids = ids_seen.add(frame[columns.id].tolist(), first_row)
+        texts = _validated_texts(path, columns.text, frame[columns.text].tolist(), first_row)
+        pairs = _validated_texts(path, columns.pair, frame[columns.pair].tolist(), first_row) if columns.pair else None
+        yield InputChunk(first_row, ids, texts, pairs)
+        first_row += len(ids)
+    if first_row == 0:
+        raise InputError(path, "the file has no data rows")
+
+
+def _frames(path: str, fmt: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """The file as DataFrames of at most chunk_rows rows, every value as read."""
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        try:
+            if fmt == "jsonl":
+                yield from _jsonl_frames(path, chunk_rows)
+                return
+            # Everything stays a string: no NaN for empty cells, no "NA" -> NaN,
+            # no ids turned into floats.
+            with pd.read_csv(path, sep="," if fmt == "csv" else "\t", dtype=str, keep_default_na=False,
+                             na_filter=False, encoding="utf-8-sig", chunksize=chunk_rows) as reader:
+                for frame in reader:
+                    yield frame
+        except UnicodeDecodeError:
+            _decode_strictly(path, fmt)  # finds and names the offending line
+            raise
     except OSError as err:
         raise InputError(path, f"cannot read the file ({err.strerror})") from None
+    except pd.errors.ParserError as err:
+        raise InputError(path, f"cannot parse as {fmt}: {err}") from None
+    except pd.errors.EmptyDataError:
+        raise InputError(path, "the file is empty") from None
+
+
+def _jsonl_frames(path: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    with open(path, encoding="utf-8-sig") as lines:
+        records = []
+        for _, record in jsonl_records(path, lines):
+            records.append(record)
+            if len(records) == chunk_rows:
+                yield pd.DataFrame.from_records(records)
+                records = []
+        if records:
+            yield pd.DataFrame.from_records(records)
+
+
+def _decode_strictly(path: str, fmt: str) -> None:
+    """Raise InputError at the first bytes of `path` that are not UTF-8."""
+    with open(path, "rb") as f:
+        raw = f.read()
     try:
-        return raw.decode("utf-8-sig")
+        raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         line_start = raw.rfind(b"\n", 0, err.start) + 1
         line = raw.count(b"\n", 0, err.start) + 1
@@ -104,27 +173,9 @@ def _decode_strictly(path: str, fmt: str) -> str:
         ) from None
 
 
-def _parse(path: str, fmt: str, text: str) -> pd.DataFrame:
-    try:
-        if fmt == "jsonl":
-            return _parse_jsonl(path, text)
-        # Everything stays a string: no NaN for empty cells, no "NA" -> NaN, no
-        # ids turned into floats.
-        return pd.read_csv(io.StringIO(text), sep="," if fmt == "csv" else "\t", dtype=str,
-                           keep_default_na=False, na_filter=False)
-    except pd.errors.ParserError as err:
-        raise InputError(path, f"cannot parse as {fmt}: {err}") from None
-    except pd.errors.EmptyDataError:
-        raise InputError(path, "the file is empty") from None
-
-
-def _parse_jsonl(path: str, text: str) -> pd.DataFrame:
-    return pd.DataFrame.from_records([record for _, record in jsonl_records(path, text)])
-
-
-def jsonl_records(path: str, text: str) -> Iterator[tuple[int, dict]]:
-    """(line number, object) for each non-blank line of JSON-lines `text` read from `path`."""
-    for line_number, line in enumerate(text.splitlines(), start=1):
+def jsonl_records(path: str, lines: Iterable[str]) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of JSON lines read from `path`."""
+    for line_number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
@@ -136,25 +187,32 @@ def jsonl_records(path: str, text: str) -> Iterator[tuple[int, dict]]:
         yield line_number, record
 
 
-def _validated_ids(path: str, field: str, values: list) -> list[str]:
-    ids: list[str] = []
-    first_row_of: dict[str, int] = {}
-    for row, value in enumerate(values, start=1):
-        if isinstance(value, bool) or not isinstance(value, (str, int)) or _is_missing(value):
-            raise InputError(path, f"id must be a string or an integer, got {value!r}", row=row, field=field)
-        key = str(value).strip()
-        if not key:
-            raise InputError(path, "id is empty", row=row, field=field)
-        if key in first_row_of:
-            raise InputError(path, f"duplicate id {key!r} (first seen in row {first_row_of[key]})",
-                             row=row, field=field)
-        first_row_of[key] = row
-        ids.append(key)
-    return ids
+class IdRegistry:
+    """Every id seen so far in one file, to refuse a duplicate wherever it is."""
+
+    def __init__(self, path: str, field: str):
+        self.path, self.field = path, field
+        self._first_row_of: dict[str, int] = {}
+
+    def add(self, values: list, first_row: int) -> list[str]:
+        ids: list[str] = []
+        for row, value in enumerate(values, start=first_row + 1):
+            if isinstance(value, bool) or not isinstance(value, (str, int)) or _is_missing(value):
+                raise InputError(self.path, f"id must be a string or an integer, got {value!r}", row=row,
+                                 field=self.field)
+            key = str(value).strip()
+            if not key:
+                raise InputError(self.path, "id is empty", row=row, field=self.field)
+            if key in self._first_row_of:
+                raise InputError(self.path, f"duplicate id {key!r} (first seen in row {self._first_row_of[key]})",
+                                 row=row, field=self.field)
+            self._first_row_of[key] = row
+            ids.append(key)
+        return ids
 
 
-def _validated_texts(path: str, field: str, values: list) -> list[str]:
-    for row, value in enumerate(values, start=1):
+def _validated_texts(path: str, field: str, values: list, first_row: int = 0) -> list[str]:
+    for row, value in enumerate(values, start=first_row + 1):
         if not isinstance(value, str):
             raise InputError(path, f"text must be a string, got {_describe(value)}", row=row, field=field)
         if not value.strip():

@@ -15,7 +15,7 @@ import numpy as np
 from preprocess.encoded_rows import EncodedRows
 from preprocess.framing import frame_for_generation, frame_single_or_pair
 from preprocess.wordpiece import FastWordPiece
-from worker_processes import ignore_interrupts, in_spawned_processes
+from worker_processes import SpawnedPool, ignore_interrupts
 
 # Below this many rows per extra process, spawning costs more than it saves
 # (FastWordPiece does ~6k reviews per second per process, and each worker
@@ -47,15 +47,47 @@ def shard_bounds(rows: int, shards: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
 
 
+class ShardedEncoder:
+    """encode(texts, pairs) -> EncodedRows, call after call (a large input
+    comes in chunks): each call's rows are split into contiguous shards
+    across tokenizer processes that live until close(); a call too small to
+    gain from them runs in this process."""
+
+    def __init__(self, vocab_path: str, framing: Framing, workers: int = 1,
+                 min_rows_per_shard: int = MIN_ROWS_PER_SHARD):
+        self.vocab_path, self.framing, self.workers = vocab_path, framing, workers
+        self.min_rows_per_shard = min_rows_per_shard
+        self._local: FastWordPiece | None = None
+        self._pool: SpawnedPool | None = None
+
+    def encode(self, texts: list[str], pairs: list[str] | None) -> EncodedRows:
+        shards = shard_bounds(len(texts), shard_count(len(texts), self.workers, self.min_rows_per_shard))
+        jobs = [(texts[a:b], pairs[a:b] if pairs is not None else None) for a, b in shards]
+        if len(jobs) == 1:
+            if self._local is None:
+                self._local = _wordpiece_for(self.vocab_path, self.framing)
+            return _encode_shard(self._local, self.framing, *jobs[0])
+        if self._pool is None:
+            self._pool = SpawnedPool(len(jobs), initializer=_start_worker, initargs=(self.vocab_path, self.framing))
+        return EncodedRows.concat(self._pool.map(_encode_in_worker, [(self.framing, *job) for job in jobs],
+                                                 "tokenizer"))
+
+    def close(self, failed: bool = False) -> None:
+        if self._pool is not None:
+            self._pool.close(failed)
+            self._pool = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, traceback):
+        self.close(failed=exc_type is not None)
+
+
 def encode_rows(vocab_path: str, framing: Framing, texts: list[str], pairs: list[str] | None,
                 workers: int = 1, min_rows_per_shard: int = MIN_ROWS_PER_SHARD) -> EncodedRows:
-    shards = shard_bounds(len(texts), shard_count(len(texts), workers, min_rows_per_shard))
-    jobs = [(texts[a:b], pairs[a:b] if pairs is not None else None) for a, b in shards]
-    if len(jobs) == 1:
-        return _encode_shard(_wordpiece_for(vocab_path, framing), framing, *jobs[0])
-    parts = in_spawned_processes(_encode_in_worker, [(framing, *job) for job in jobs], "tokenizer",
-                                 initializer=_start_worker, initargs=(vocab_path, framing))
-    return EncodedRows.concat(parts)
+    with ShardedEncoder(vocab_path, framing, workers, min_rows_per_shard) as encoder:
+        return encoder.encode(texts, pairs)
 
 
 # A word longer than this many characters is one [UNK]; shorter, it gives at

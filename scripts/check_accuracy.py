@@ -49,7 +49,7 @@ def read_margins(path: str) -> dict[str, dict]:
     margins = {}
     with open(path, encoding="utf-8") as f:
         text = f.read()
-    for line_number, record in jsonl_records(path, text):
+    for line_number, record in jsonl_records(path, text.splitlines()):
         missing = [name for name in MARGIN_FIELDS if name not in record]
         if missing:
             raise InputError(path, f"no {missing} (expected the file --write-margins writes)", line=line_number)

@@ -19,6 +19,26 @@ def merge_in_input_order(n_rows: int, pieces: Iterable[tuple[np.ndarray, Sequenc
     """`pieces` are (row indices, outputs for those rows); returns a list of
     n_rows outputs in input order."""
     merged: list = [None] * n_rows
+    for rows, outputs in _checked(n_rows, pieces):
+        for row, output in zip(rows.tolist(), outputs):
+            merged[row] = output
+    return merged
+
+
+def stack_in_input_order(n_rows: int, pieces: Iterable[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """The same for outputs of one shape per row (e.g. class probabilities):
+    one [n_rows, ...] array, without a Python object per row."""
+    stacked = None
+    for rows, outputs in _checked(n_rows, pieces):
+        if stacked is None:
+            stacked = np.empty((n_rows, *np.shape(outputs)[1:]), dtype=np.asarray(outputs).dtype)
+        stacked[rows] = outputs
+    return stacked if stacked is not None else np.empty((0,))
+
+
+def _checked(n_rows: int, pieces: Iterable[tuple[np.ndarray, Sequence]]):
+    """Each piece, after checking it names rows of the input none named
+    before; at the end, that every row was named."""
     filled = np.zeros(n_rows, dtype=bool)
     for rows, outputs in pieces:
         rows = np.asarray(rows)
@@ -30,12 +50,10 @@ def merge_in_input_order(n_rows: int, pieces: Iterable[tuple[np.ndarray, Sequenc
             twice = sorted(set(rows[filled[rows]].tolist()) | _repeated(rows))[:10]
             raise MergeError(f"rows {twice} (0-based) came back more than once")
         filled[rows] = True
-        for row, output in zip(rows.tolist(), outputs):
-            merged[row] = output
+        yield rows, outputs
     if not filled.all():
         missing = np.flatnonzero(~filled)
         raise MergeError(f"{len(missing)} row(s) got no output, e.g. rows {missing[:10].tolist()} (0-based)")
-    return merged
 
 
 def _repeated(rows: np.ndarray) -> set:

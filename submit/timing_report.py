@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -28,9 +29,18 @@ STAGE_TITLES = {
 }
 
 
+def peak_rss_mb() -> float:
+    """The most this process has held resident so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 class StageTimer:
+    """Wall time per stage, and this process's peak resident memory as each
+    stage ends, so a report shows which stage set the peak."""
+
     def __init__(self):
         self.seconds: dict[str, float] = {}
+        self.peak_rss_mb: dict[str, float] = {}
         self._start = time.perf_counter()
 
     @contextmanager
@@ -42,6 +52,7 @@ class StageTimer:
             yield
         finally:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+            self.peak_rss_mb[name] = round(peak_rss_mb(), 1)
 
     def total(self) -> float:
         return time.perf_counter() - self._start
@@ -64,6 +75,8 @@ def run_report(timer: StageTimer, rows: int, tokens: int, extra: dict) -> dict:
     total = timer.total()
     return {
         "stages_s": {name: round(timer.seconds.get(name, 0.0), 4) for name in STAGES},
+        # the main process only; worker processes' memory is theirs
+        "peak_rss_mb_after": {name: timer.peak_rss_mb[name] for name in STAGES if name in timer.peak_rss_mb},
         "total_s": round(total, 4),
         "rows": rows,
         "tokens": tokens,

@@ -86,6 +86,7 @@ def run_pipeline(workdir, model_dir, texts, name, *options):
     ["--workers", "2", "--threads", "1", "--token-budget", "256"],   # several processes, small batches
     ["--no-prune", "--token-budget", "100000"],                       # one process, one batch, full table
     ["--engine", "paddle"],                                           # Paddle Inference instead of ONNX Runtime
+    ["--chunk-rows", "9", "--workers", "2", "--threads", "1"],        # 7 chunks through a temporary folder
 ])
 def test_harness_matches_the_standard_method_in_input_order(workdir, model_dir, texts, reference, options):
     submission, report = run_pipeline(workdir, model_dir, texts, "order", *options)
@@ -102,6 +103,7 @@ def test_harness_matches_the_standard_method_in_input_order(workdir, model_dir, 
     elif "--workers" in options:
         assert report["workers"] == 2 and report["batches"] > 2
         assert report["vocab"]["kept"] < 1000
+    assert report["input_chunks"] == (7 if "--chunk-rows" in options else 1)
 
 
 def test_second_run_reuses_the_export(workdir, model_dir, texts):

@@ -50,7 +50,8 @@ def reference_texts(model_dir, sources, settings):
 
 @pytest.mark.parametrize("settings, options", [
     (DecodeSettings(max_new_tokens=12), ["--workers", "2", "--threads", "1", "--max-batch-rows", "5"]),
-    (DecodeSettings(max_new_tokens=10, min_new_tokens=4), ["--min-new-tokens", "4"]),
+    # In 4 chunks of input rows (the tokenised input waits in a temporary folder).
+    (DecodeSettings(max_new_tokens=10, min_new_tokens=4), ["--min-new-tokens", "4", "--chunk-rows", "10"]),
     # Past the cache buffer's first width (16 positions): the buffer is widened mid-generation.
     (DecodeSettings(max_new_tokens=20, min_new_tokens=18), ["--min-new-tokens", "18"]),
     (DecodeSettings(strategy="beam", num_beams=3, max_new_tokens=8, min_new_tokens=2, length_penalty=1.3),

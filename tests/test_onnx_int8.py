@@ -151,7 +151,8 @@ def run_pipeline(workdir, name, model_dir, rows, *options) -> dict:
         return {**json.load(f), "output": output}
 
 
-def test_low_margin_rows_are_rerun_in_fp32_and_replace_the_int8_outputs(workdir, monkeypatch):
+@pytest.mark.parametrize("chunking", [[], ["--chunk-rows", "8"]])
+def test_low_margin_rows_are_rerun_in_fp32_and_replace_the_int8_outputs(workdir, monkeypatch, chunking):
 
     guarded = quantize.cached_int8_model
 
@@ -163,8 +164,9 @@ def test_low_margin_rows_are_rerun_in_fp32_and_replace_the_int8_outputs(workdir,
     texts = review_texts(30, start=700)
     model = tiny_classifier(workdir)
     fp32 = run_pipeline(workdir, "rerun_fp32", model, texts)
-    int8 = run_pipeline(workdir, "rerun_int8", model, texts, "--precision", "int8")
-    assert int8["rerun"]["rows"] == 30
+    # In chunks, the guard's samples and the re-run rows are gathered across them.
+    int8 = run_pipeline(workdir, "rerun_int8", model, texts, "--precision", "int8", *chunking)
+    assert int8["rerun"]["rows"] == 30 and int8["input_chunks"] == (4 if chunking else 1)
     expected, got = pd.read_csv(fp32["output"]), pd.read_csv(int8["output"])
     assert got["id"].tolist() == expected["id"].tolist() and got["label"].tolist() == expected["label"].tolist()
     probabilities = [c for c in expected.columns if c.startswith("prob_")]
