@@ -37,6 +37,11 @@ from worker_processes import DEFAULT_STALL_TIMEOUT_S, WorkerFailed
 REPO = os.path.dirname(os.path.abspath(__file__))
 
 
+# A retry restarts the predictor processes and redoes only the unfinished
+# batches: measured on the demo (see README), it costs seconds where failing
+# means running everything again.
+DEFAULT_RETRIES = 1
+
 # Measured on the demo (2000 rows, ONNX Runtime fp32, 2 cores, two runs
 # each): predict 36.4-37.4 s at 4096 tokens, 35.2-35.7 at 2048, 33.3-34.8 at
 # 1024, 34.7-34.8 at 512. Paddle Inference keeps the budget it was tuned at.
@@ -103,6 +108,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="run N times and report min and median (leaderboard-style timing)")
     parser.add_argument("--stall-timeout", type=float, default=DEFAULT_STALL_TIMEOUT_S,
                         help="seconds without a finished batch before the run is stopped as stalled")
+    parser.add_argument("--retries", type=int, default=DEFAULT_RETRIES,
+                        help="with several predictor processes: times a dead or stalled one is replaced, all "
+                             "of them restarted from the first unfinished batch (0: the run fails at once)")
     parser.add_argument("--no-plot", action="store_true",
                         help="skip the timing picture (a PNG next to the timing report)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or table")
@@ -128,6 +136,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                  "max_batch_rows", "stall_timeout"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.retries < 0:
+        parser.error("--retries must be 0 or more")
     if args.max_seq_len < 3:
         parser.error("--max-seq-len must be at least 3")
     try:
@@ -462,7 +472,7 @@ def run_spilled(args: argparse.Namespace, progress: Progress, spill_folder: str)
     with timer.stage("load"):
         settings = task.runner_settings(vocab, token_budget)
         pool = WorkerPool([RunnerSpec(task.name, model_dir, o, settings) for o in options_per_worker],
-                          args.stall_timeout)
+                          args.stall_timeout, args.retries)
 
     results, result_rows, batch_count, padded_tokens = [], [], 0, 0
     with timer.stage("predict"), pool:
@@ -486,7 +496,7 @@ def run_spilled(args: argparse.Namespace, progress: Progress, spill_folder: str)
             def run_fp32(rows: np.ndarray):
                 rerun_batches, jobs = jobs_for_rows(rows)
                 with WorkerPool([RunnerSpec(task.name, fp32_dir, o, settings) for o in options_per_worker],
-                                args.stall_timeout) as fp32:
+                                args.stall_timeout, args.retries) as fp32:
                     with progress.bar(len(rows), "fp32 re-run") as bar:
                         results_fp32 = []
                         for batch, result in zip(rerun_batches, fp32.map(jobs)):
@@ -516,6 +526,7 @@ def run_spilled(args: argparse.Namespace, progress: Progress, spill_folder: str)
         "engine": options.describe(),
         **engine_steps,
         "workers": pool.processes,
+        "worker_retries": pool.retried,
         "tokenizer_workers": args.tokenizer_workers,
         **task.report(results, merged),
     })

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 from predictor.engine import EngineOptions
-from worker_processes import DEFAULT_STALL_TIMEOUT_S, ignore_interrupts, run_in_order, stop
+from worker_processes import DEFAULT_STALL_TIMEOUT_S, WorkerFailed, ignore_interrupts, run_in_order, stop
 
 
 @dataclass(frozen=True)
@@ -83,33 +84,58 @@ def _loaded() -> bool:
 
 class WorkerPool:
     """`map(jobs)` yields each job's result in job order. One spec means the
-    work runs in this process: no spawn and no pickling for a single worker."""
+    work runs in this process: no spawn and no pickling for a single worker.
+    With several, a dead or stalled worker stops them all; up to `retries`
+    times, fresh processes then take over from the first unfinished job
+    (the jobs are pure functions of their inputs, so the output is the same)."""
 
-    def __init__(self, specs: list[RunnerSpec], stall_timeout: float = DEFAULT_STALL_TIMEOUT_S):
+    def __init__(self, specs: list[RunnerSpec], stall_timeout: float = DEFAULT_STALL_TIMEOUT_S,
+                 retries: int = 0):
         self._specs = specs
         self._stall_timeout = stall_timeout
+        self._retries_left = retries
+        self.retried: list[str] = []  # what each retry recovered from
         self._executor = None
         self._local = None
         if len(specs) == 1:
             self._local = make_runner(specs[0])
         else:
-            context = mp.get_context("spawn")
-            queue = context.Queue()
-            for spec in specs:
-                queue.put(spec)
-            # Every process waits at the barrier once its predictor is built, so
-            # the first warm-up result means all are loaded: load time is then
-            # reported as load, not hidden in the first batches.
-            all_loaded = context.Barrier(len(specs))
-            self._executor = ProcessPoolExecutor(
-                max_workers=len(specs), mp_context=context, initializer=_start_worker, initargs=(queue, all_loaded)
-            )
+            self._start_processes()
+
+    def _start_processes(self) -> None:
+        while True:
             try:
-                list(run_in_order(self._executor, _loaded, [()] * len(specs), "predictor (loading)",
-                                  self._stall_timeout))
-            except BaseException:
-                self.close(failed=True)
-                raise
+                return self._spawn_and_load()
+            except WorkerFailed as failure:
+                self._executor = None  # run_in_order has stopped every process
+                self._use_a_retry(failure)
+
+    def _use_a_retry(self, failure: WorkerFailed) -> None:
+        if self._retries_left == 0:
+            raise failure
+        self._retries_left -= 1
+        self.retried.append(str(failure))
+        print(f"{failure}; retrying from there in fresh worker processes ({self._retries_left} more retries)",
+              file=sys.stderr, flush=True)
+
+    def _spawn_and_load(self) -> None:
+        context = mp.get_context("spawn")
+        queue = context.Queue()
+        for spec in self._specs:
+            queue.put(spec)
+        # Every process waits at the barrier once its predictor is built, so
+        # the first warm-up result means all are loaded: load time is then
+        # reported as load, not hidden in the first batches.
+        all_loaded = context.Barrier(len(self._specs))
+        self._executor = ProcessPoolExecutor(
+            max_workers=len(self._specs), mp_context=context, initializer=_start_worker, initargs=(queue, all_loaded)
+        )
+        try:
+            list(run_in_order(self._executor, _loaded, [()] * len(self._specs), "predictor (loading)",
+                              self._stall_timeout))
+        except BaseException:
+            self.close(failed=True)
+            raise
 
     @property
     def processes(self) -> int:
@@ -120,7 +146,19 @@ class WorkerPool:
             for job in jobs:
                 yield self._local.run(job)
             return
-        yield from run_in_order(self._executor, _run_job, ((job,) for job in jobs), "predictor", self._stall_timeout)
+        jobs = list(jobs)
+        done = 0
+        while True:
+            try:
+                for result in run_in_order(self._executor, _run_job, ((job,) for job in jobs[done:]), "predictor",
+                                           self._stall_timeout):
+                    done += 1
+                    yield result
+                return
+            except WorkerFailed as failure:
+                self._executor = None  # run_in_order has stopped every process
+                self._use_a_retry(failure)
+                self._start_processes()
 
     def close(self, failed: bool = False) -> None:
         """Let the workers exit; after a failure (or Ctrl-C), stop them at once."""

@@ -3,6 +3,7 @@ output, two runs sharing a cache. The run fails fast with one clear line and
 writes nothing, or finishes with every row; no child process outlives it."""
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import resource
@@ -90,7 +91,7 @@ def wait_for_workers(run: subprocess.Popen, count: int = 2) -> list[int]:
 
 def test_a_killed_predictor_worker_fails_the_run_and_writes_nothing(workdir, model_dir, long_input):
     output = os.path.join(workdir, "killed.csv")
-    run = start_run(workdir, model_dir, long_input, output)
+    run = start_run(workdir, model_dir, long_input, output, "--retries", "0")
     workers = wait_for_workers(run)
     time.sleep(1.0)  # past loading, into prediction
     killed_at = time.monotonic()
@@ -103,6 +104,25 @@ def test_a_killed_predictor_worker_fails_the_run_and_writes_nothing(workdir, mod
     assert not os.path.exists(output)
     assert not any(os.path.exists(f"/proc/{pid}") and open(f"/proc/{pid}/stat").read().split()[2] != "Z"
                    for pid in workers)
+
+
+def test_a_retried_run_writes_what_an_undisturbed_run_writes(workdir, model_dir, long_input):
+    undisturbed = os.path.join(workdir, "undisturbed.csv")
+    run = start_run(workdir, model_dir, long_input, undisturbed)
+    assert run.wait(timeout=300) == 0
+    output = os.path.join(workdir, "retried.csv")
+    run = start_run(workdir, model_dir, long_input, output, "--retries", "1")
+    workers = wait_for_workers(run)
+    time.sleep(1.0)  # past loading, into prediction
+    os.kill(workers[0], signal.SIGKILL)
+    _, stderr = run.communicate(timeout=300)
+    assert run.returncode == 0, stderr
+    assert f"pid {workers[0]} (killed by SIGKILL)" in stderr and "retrying" in stderr
+    with open(undisturbed, "rb") as a, open(output, "rb") as b:
+        assert a.read() == b.read()
+    with open(output + ".timing.json", encoding="utf-8") as f:
+        retried = json.load(f)["worker_retries"]
+    assert len(retried) == 1 and f"pid {workers[0]}" in retried[0]
 
 
 def test_a_killed_tokenizer_worker_fails_the_run_and_writes_nothing(workdir, model_dir):
