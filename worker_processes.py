@@ -13,6 +13,7 @@ import multiprocessing as mp
 import os
 import signal
 import time
+from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
@@ -120,27 +121,45 @@ def _died(executor: ProcessPoolExecutor, processes: list, what: str, job: str) -
 
 
 def run_in_order(executor: ProcessPoolExecutor, fn: Callable, calls: Iterable[tuple], what: str,
-                 stall_timeout: float = DEFAULT_STALL_TIMEOUT_S) -> Iterator:
-    """fn(*args) for each args of `calls` on the workers, results in order. A
-    dead or stalled worker, noticed while submitting or while waiting, raises
-    WorkerFailed naming the process and the job (0-based) it was waiting on."""
+                 stall_timeout: float = DEFAULT_STALL_TIMEOUT_S, window: int | None = None) -> Iterator:
+    """fn(*args) for each args of `calls` on the workers, results in order.
+    With `window`, at most that many calls are handed out ahead of the
+    result being waited for, so the calls (e.g. padded batches, made on
+    demand) are not all in memory at once. A dead or stalled worker, noticed
+    while submitting or while waiting, raises WorkerFailed naming the process
+    and the job (0-based) it was waiting on."""
+    total = f" of {len(calls)}" if hasattr(calls, "__len__") else ""
+    calls = iter(calls)
     processes: list = []  # submit() starts them; stop() makes the pool forget them
-    futures: list[Future] = []
-    try:
-        for args in calls:
-            futures.append(executor.submit(fn, *args))
-            processes = worker_processes(executor, processes)
-    except BrokenProcessPool:
-        raise _died(executor, processes, what, f"before job {len(futures)} could be handed out") from None
-    for index, future in enumerate(futures):
+    pending: deque[Future] = deque()
+    handed_out = 0
+
+    def hand_out() -> None:
+        nonlocal processes, handed_out
         try:
-            result = future.result(timeout=stall_timeout)
+            while window is None or len(pending) < window:
+                args = next(calls, None)
+                if args is None:
+                    return
+                pending.append(executor.submit(fn, *args))
+                handed_out += 1
+                processes = worker_processes(executor, processes)
         except BrokenProcessPool:
-            raise _died(executor, processes, what, f"job {index} of {len(futures)} never finished") from None
+            raise _died(executor, processes, what, f"before job {handed_out} could be handed out") from None
+
+    hand_out()
+    index = 0
+    while pending:
+        try:
+            result = pending.popleft().result(timeout=stall_timeout)
+        except BrokenProcessPool:
+            raise _died(executor, processes, what, f"job {index}{total} never finished") from None
         except FutureTimeout:
             stop(executor, processes)
-            raise WorkerFailed(f"{what} workers finished nothing for {stall_timeout:.0f}s (job {index} of "
-                               f"{len(futures)}); stopped them (--stall-timeout)") from None
+            raise WorkerFailed(f"{what} workers finished nothing for {stall_timeout:.0f}s (job {index}{total}); "
+                               "stopped them (--stall-timeout)") from None
+        index += 1
+        hand_out()
         yield result
 
 

@@ -9,9 +9,11 @@ the merge step's job.
 """
 from __future__ import annotations
 
+import itertools
 import multiprocessing as mp
 import os
 import sys
+from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, Iterator
@@ -82,6 +84,12 @@ def _loaded() -> bool:
     return _runner is not None
 
 
+# Jobs handed out per process ahead of the result awaited: enough to keep
+# every process busy, few enough that a chunk's padded batches are made as
+# they are needed rather than all at once.
+JOBS_AHEAD_PER_PROCESS = 2
+
+
 class WorkerPool:
     """`map(jobs)` yields each job's result in job order. One spec means the
     work runs in this process: no spawn and no pickling for a single worker.
@@ -146,13 +154,21 @@ class WorkerPool:
             for job in jobs:
                 yield self._local.run(job)
             return
-        jobs = list(jobs)
-        done = 0
+        jobs = iter(jobs)
+        in_flight: deque = deque()  # handed out, result not yet yielded, in order
         while True:
+            retried_first = list(in_flight)
+            in_flight.clear()
+
+            def calls():
+                for job in itertools.chain(retried_first, jobs):
+                    in_flight.append(job)
+                    yield (job,)
+
             try:
-                for result in run_in_order(self._executor, _run_job, ((job,) for job in jobs[done:]), "predictor",
-                                           self._stall_timeout):
-                    done += 1
+                for result in run_in_order(self._executor, _run_job, calls(), "predictor", self._stall_timeout,
+                                           window=JOBS_AHEAD_PER_PROCESS * len(self._specs)):
+                    in_flight.popleft()
                     yield result
                 return
             except WorkerFailed as failure:

@@ -48,6 +48,22 @@ def test_a_stalled_worker_stops_the_run():
     assert not mp.active_children()
 
 
+def test_a_window_hands_out_calls_only_as_results_are_taken():
+    pulled = []
+
+    def calls():
+        for index in range(8):
+            pulled.append(index)
+            yield ("sleep", index / 1000)
+
+    pool = ProcessPoolExecutor(2, mp_context=mp.get_context("spawn"))
+    results = run_in_order(pool, _job, calls(), "test", window=3)
+    assert next(results) == 0.0
+    assert len(pulled) == 4  # three handed out at first, one more once the first result was taken
+    assert list(results) == [index / 1000 for index in range(1, 8)]
+    pool.shutdown()
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("faults"))
