@@ -10,8 +10,9 @@ post-training quantisation):
    [rows, hidden] product is no time and the most sensitive part);
 2. compare with the fp32 model on a held-back sample of the run's own rows;
 3. if label agreement is under `min_agreement`, fit a low-margin rule
-   (predictor/low_margin.py: a logit offset, and a margin under which rows
-   are run again in fp32), check it on held-back rows it was not fitted on,
+   (predictor/low_margin.py: a logit offset, and INT8's noise, from which
+   the run's own margins set the one under which rows are run again in
+   fp32), check it on held-back rows it was not fitted on,
    and cost the mix: its measured pass time plus the re-run, in fp32 passes;
 4. if that rule fails its check or re-runs too many rows, measure each
    layer's sensitivity (how much the mean output change on a separate
@@ -42,7 +43,7 @@ from predictor.low_margin import MarginRule, corrected, cross_checked_agreement,
 
 GUARD_REPORT = "int8.json"
 # Part of the cached result's key: bump when the guard decides differently.
-GUARD_VERSION = 3
+GUARD_VERSION = 4
 # Layers go back to fp32 only when all-INT8 needs a re-run of more than this
 # share of rows (or cannot be made to agree): each fp32 layer adds about a
 # tenth of an fp32 pass, and on the demo classifier every layer mix cost more
@@ -225,10 +226,12 @@ def quantise_guarded(fp32_dir: str, folder: str, samples: GuardSamples, threads:
         measured = agreement(reference, outputs)
         rule, rerun, checked = None, 0.0, measured
         if measured < settings.min_agreement:
-            rule = fit_margin_rule(reference, outputs)
+            max_disagreement = max(0.0, 1.0 - settings.min_agreement) / 2
+            rule = fit_margin_rule(reference, outputs, max_disagreement)
             rerun = len(rows_to_rerun(corrected(outputs, rule.offset), rule)) / len(outputs)
             # No held-back label moved, yet agreement is short: re-runs cannot help.
-            checked = cross_checked_agreement(reference, outputs) if rule.threshold > 0 else measured
+            moved = np.any(reference.argmax(-1) != outputs.argmax(-1))
+            checked = cross_checked_agreement(reference, outputs, max_disagreement) if moved else measured
         pass_cost = seconds / fp32_seconds
         cost = pass_cost + rerun if checked >= settings.min_agreement else float("inf")
         mix = Mix(list(fp32_layers), model, measured, rule, rerun, checked, pass_cost, cost)

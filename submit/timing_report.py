@@ -136,8 +136,8 @@ def format_table(report: dict) -> str:
     if int8:
         if int8["int8"]:
             rule = int8.get("margin_rule")
-            rerun = (f", INT8 alone {int8['int8_agreement']:.4f}; rows under margin {rule['threshold']:.3f} "
-                     f"re-run in fp32" if rule else "")
+            rerun = (f", INT8 alone {int8['int8_agreement']:.4f}; low-margin rows re-run in fp32 (INT8 noise in "
+                     f"the margin {rule['error_scale']:.3f})" if rule else "")
             lines.append(f"int8: layers {int8['int8_layers']} int8, {int8['fp32_layers'] or 'none'} fp32; label "
                          f"agreement with fp32 {int8['agreement']:.4f} on {int8['held_back_rows']} held-back rows"
                          f"{rerun} (guard {int8['guard_s']:.1f}s{', cached' if int8['cached'] else ''})")
@@ -145,8 +145,9 @@ def format_table(report: dict) -> str:
             lines.append(f"int8: {int8['reason']} (guard {int8['guard_s']:.1f}s)")
     rerun = report.get("rerun")
     if rerun:
-        lines.append(f"fp32 re-run: {rerun['rows']} of {report['rows']} rows had an INT8 margin under "
-                     f"{rerun['threshold']:.3f}")
+        lines.append(f"fp32 re-run: {rerun['rows']} of {report['rows']} rows had an INT8 margin at or under "
+                     f"{rerun['threshold']:.3f}; expected label agreement with fp32 over all rows "
+                     f"{rerun['expected_agreement']:.4f}")
     decoding = report.get("decoding")
     if decoding:
         lines.append(f"decoding: {decoding['decode_steps']} steps, loop overhead "

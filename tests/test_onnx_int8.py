@@ -115,7 +115,7 @@ def test_guard_keeps_the_most_sensitive_layer_in_fp32_when_agreement_is_too_low(
     too_low = everything["attempts"][0]["agreement"]
     # Re-running low-margin rows is ruled out (whether INT8 moves a label on
     # these few rows depends on the CPU's INT8 kernels), so layers must go back.
-    monkeypatch.setattr(quantize, "cross_checked_agreement", lambda reference, outputs: 0.0)
+    monkeypatch.setattr(quantize, "cross_checked_agreement", lambda reference, outputs, max_disagreement: 0.0)
     required = too_low + 1e-5  # the report rounds agreement to 5 decimals
     report = guard(onnx_dir, os.path.join(workdir, "int8_guarded"), feeds, required, closeness)
     assert report["attempts"][0]["int8_agreement"] == too_low and report["attempts"][0]["cost"] is None
@@ -158,7 +158,8 @@ def test_low_margin_rows_are_rerun_in_fp32_and_replace_the_int8_outputs(workdir,
 
     def every_row_low(*args, **kwargs):  # a rule whose threshold no row clears
         folder, report = guarded(*args, **kwargs)
-        return folder, {**report, "margin_rule": {"offset": [0.3, -0.3], "threshold": 1e9}}
+        return folder, {**report, "margin_rule": {"offset": [0.3, -0.3], "error_scale": 0.0, "floor": 1e9,
+                                        "max_disagreement": 0.0}}
 
     monkeypatch.setattr(quantize, "cached_int8_model", every_row_low)
     texts = review_texts(30, start=700)
