@@ -1,0 +1,192 @@
+"""CPU engines and the INT8 re-run rule, measured on one input (not a test).
+
+    .venv/bin/python -m scripts.cpu_engines INPUT MODEL_DIR [--runs 2] [--draws 200]
+
+1. Runs the harness on INPUT in fp32 and with `--precision int8` (into a
+   temporary export cache), so its own models exist: the fused fp32 ONNX
+   model and the guarded INT8 one.
+2. Rebuilds that run's batches (the same tokenisation, pruning and token
+   budget) and times whole passes over them in this one process, the sides
+   taking turns: ONNX Runtime on the fp32 and on the INT8 model and, when
+   the `openvino` package is importable (it is not in requirements.txt:
+   `.venv/bin/pip install --no-deps openvino==2026.4.1
+   openvino-telemetry==2025.2.0`), OpenVINO on the unfused ONNX graph in f32
+   and at its CPU default precision (bf16 where the CPU has it). Prints each
+   side's seconds and its label agreement and largest probability
+   difference with ONNX Runtime fp32.
+3. With every row's fp32 and plain INT8 outputs, draws held-back samples the
+   size the guard uses and applies the low-margin rule fitted on each:
+   the share of rows re-run and the label agreement over all rows, as
+   min / mean / max over the draws.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+
+import numpy as np
+
+from scripts.repo_caches import keep_caches_in_repo
+
+
+def harness_models(input_path: str, model_dir: str, cache_dir: str, max_seq_len: int) -> dict:
+    """Folders of the harness's Paddle export, fp32 ONNX and INT8 models."""
+    import pipeline
+
+    folders = {}
+    for precision in ("fp32", "int8"):
+        output = os.path.join(cache_dir, f"out_{precision}.csv")
+        options = ["--precision", "int8"] if precision == "int8" else []
+        status = pipeline.main([input_path, model_dir, output, "--quiet", "--cache-dir", cache_dir,
+                                "--max-seq-len", str(max_seq_len), *options])
+        if status != 0:
+            raise SystemExit(f"the harness run ({precision}) exited {status}")
+        with open(output + ".timing.json", encoding="utf-8") as f:
+            report = json.load(f)
+        folders["paddle"] = os.path.join(cache_dir, report["export_key"])
+        folders["fp32" if precision == "fp32" else "int8"] = os.path.join(
+            cache_dir, report["onnx" if precision == "fp32" else "int8"]["key"])
+    return folders
+
+
+def run_batches(input_path: str, model_dir: str, max_seq_len: int) -> tuple[int, list]:
+    """(rows, [(input rows, feeds)]) batched as the harness batches them."""
+    from pipeline import DEFAULT_TOKEN_BUDGET, special_token_ids
+    from predictor.batching import length_sorted_batches
+    from predictor.checkpoint import read_checkpoint
+    from predictor.pruning import prune_vocab
+    from preprocess.input_table import read_input_table
+    from preprocess.tokenize_shards import Framing, encode_rows
+
+    checkpoint = read_checkpoint(model_dir)
+    table = read_input_table(input_path)
+    rows = encode_rows(checkpoint.vocab_path, Framing("classify", max_seq_len), table.texts, table.pairs)
+    vocab = prune_vocab(int(checkpoint.config["vocab_size"]), np.unique(rows.token_ids),
+                        special_token_ids(checkpoint.vocab_path))
+    rows = rows.with_token_ids(vocab.to_pruned(rows.token_ids))
+    pad_id = int(vocab.old_to_new[int(checkpoint.config.get("pad_token_id") or 0)])
+    batches = []
+    for batch in length_sorted_batches(rows.lengths, DEFAULT_TOKEN_BUDGET["onnxruntime"]):
+        ids, types = rows.padded(batch.rows, pad_id)
+        batches.append((batch.rows, {"input_ids": ids, "token_type_ids": types}))
+    return len(rows.lengths), batches
+
+
+def onnxruntime_side(path: str, threads: int):
+    from predictor.engine_onnxruntime import load_session
+
+    session = load_session(path, threads)
+    return lambda feeds: session.run(None, feeds)[0]
+
+
+def openvino_sides(unfused_path: str, threads: int) -> dict:
+    try:
+        import openvino
+    except ImportError:
+        print("openvino is not installed: OpenVINO sides skipped")
+        return {}
+    core = openvino.Core()
+    model = core.read_model(unfused_path)
+    sides = {}
+    for name, extra in (("OpenVINO f32", {"INFERENCE_PRECISION_HINT": "f32"}), ("OpenVINO CPU default", {})):
+        compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+                                                     **extra})
+        request = compiled.create_infer_request()
+        precision = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+        sides[f"{name} ({precision})"] = lambda feeds, request=request: next(iter(request.infer(feeds).values())).copy()
+    return sides
+
+
+def timed_passes(sides: dict, rows: int, batches: list, runs: int) -> tuple[dict, dict]:
+    """(seconds of every pass per side, outputs per side in input order)."""
+    seconds = {name: [] for name in sides}
+    outputs = {}
+    for _ in range(runs):
+        for name, run in sides.items():
+            result = None
+            started = time.perf_counter()
+            for input_rows, feeds in batches:
+                probabilities = run(feeds)
+                if result is None:
+                    result = np.zeros((rows, probabilities.shape[-1]), np.float32)
+                result[input_rows] = probabilities
+            seconds[name].append(time.perf_counter() - started)
+            outputs[name] = result
+    return seconds, outputs
+
+
+def rerun_rule_draws(fp32: np.ndarray, int8: np.ndarray, draws: int, min_agreement: float) -> dict:
+    from predictor.low_margin import corrected, fit_margin_rule, rows_to_rerun
+    from predictor.quantize import guard_rows
+
+    rerun_shares, agreements = [], []
+    for seed in range(draws):
+        held_back, _ = guard_rows(len(fp32), seed=seed)
+        rule = fit_margin_rule(fp32[held_back], int8[held_back], max(0.0, 1.0 - min_agreement) / 2)
+        fixed = corrected(int8, rule.offset)
+        rerun = rows_to_rerun(fixed, rule)
+        same = fixed.argmax(-1) == fp32.argmax(-1)
+        same[rerun] = True
+        rerun_shares.append(len(rerun) / len(fp32))
+        agreements.append(float(same.mean()))
+
+    def spread(values):
+        return {"min": round(min(values), 4), "mean": round(statistics.mean(values), 4), "max": round(max(values), 4)}
+
+    return {"draws": draws, "held_back_rows": len(guard_rows(len(fp32))[0]),
+            "plain_int8_agreement": round(float(np.mean(int8.argmax(-1) == fp32.argmax(-1))), 4),
+            "rerun_share": spread(rerun_shares), "agreement_over_all_rows": spread(agreements)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("input")
+    parser.add_argument("model_dir")
+    parser.add_argument("--runs", type=int, default=2, help="timed passes per side")
+    parser.add_argument("--draws", type=int, default=200, help="held-back samples drawn for the re-run rule")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--max-seq-len", type=int, default=128)
+    parser.add_argument("--min-agreement", type=float, default=0.995)
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    keep_caches_in_repo()
+
+    from predictor.engine_onnxruntime import ONNX_FILE
+    from predictor.onnx_conversion import paddle_to_onnx
+
+    with tempfile.TemporaryDirectory(prefix="cpu_engines_") as scratch:
+        folders = harness_models(args.input, args.model_dir, scratch, args.max_seq_len)
+        rows, batches = run_batches(args.input, args.model_dir, args.max_seq_len)
+        sides = {"ONNX Runtime fp32 (fused)": onnxruntime_side(os.path.join(folders["fp32"], ONNX_FILE), args.threads),
+                 "ONNX Runtime INT8 (guarded model, no re-run)":
+                     onnxruntime_side(os.path.join(folders["int8"], ONNX_FILE), args.threads)}
+        unfused = os.path.join(scratch, "unfused.onnx")
+        paddle_to_onnx(folders["paddle"], unfused)
+        sides.update(openvino_sides(unfused, args.threads))
+        seconds, outputs = timed_passes(sides, rows, batches, args.runs)
+
+    reference_name = next(iter(sides))
+    reference = outputs[reference_name]
+    results = {"rows": rows, "batches": len(batches), "threads": args.threads, "sides": {}}
+    print(f"{rows} rows in {len(batches)} batches, {args.threads} threads, {args.runs} passes per side, taking turns")
+    for name, passes in seconds.items():
+        side = {"seconds": [round(s, 2) for s in passes], "median_s": round(statistics.median(passes), 2),
+                "label_agreement": round(float(np.mean(outputs[name].argmax(-1) == reference.argmax(-1))), 4),
+                "max_prob_diff": float(np.abs(outputs[name] - reference).max())}
+        results["sides"][name] = side
+        print(f"{name:48s} {side['median_s']:7.1f} s  {side['seconds']}  agreement with {reference_name} "
+              f"{side['label_agreement']:.4f}, max prob. diff {side['max_prob_diff']:.1e}")
+    int8_name = list(sides)[1]
+    results["rerun_rule"] = rerun_rule_draws(reference, outputs[int8_name], args.draws, args.min_agreement)
+    print("low-margin re-run rule over", json.dumps(results["rerun_rule"]))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
