@@ -121,17 +121,21 @@ def rerun_threshold(row_margins: np.ndarray, rule: MarginRule) -> tuple[float, f
     # kept_moved[i]: expected moved rows if rows i.. keep their INT8 label.
     kept_moved = np.append(np.cumsum(chance_moved(ordered, rule.error_scale)[::-1])[::-1], 0.0)
     first_kept = int(np.flatnonzero(kept_moved <= rule.max_disagreement * len(ordered))[0])
-    threshold = float(ordered[first_kept - 1]) if first_kept else -1.0
-    threshold = max(threshold, rule.floor)
-    expected_moved = chance_moved(ordered[ordered > threshold], rule.error_scale).sum()
-    return threshold, 1.0 - float(expected_moved) / max(len(ordered), 1)
+    threshold = max(float(ordered[first_kept - 1]) if first_kept else -1.0, rule.floor)
+    first_kept = int(np.searchsorted(ordered, threshold, side="right"))
+    return threshold, 1.0 - float(kept_moved[first_kept]) / max(len(ordered), 1)
+
+
+def low_margin_rows(probabilities: np.ndarray, rule: MarginRule) -> tuple[np.ndarray, float, float]:
+    """(indices of the rows of these corrected probabilities to run again in
+    fp32, the threshold, the expected agreement with fp32 after the re-run)."""
+    row_margins = margins(probabilities)
+    threshold, expected_agreement = rerun_threshold(row_margins, rule)
+    return np.flatnonzero(row_margins <= threshold), threshold, expected_agreement
 
 
 def rows_to_rerun(probabilities: np.ndarray, rule: MarginRule) -> np.ndarray:
-    """Indices of rows (of these corrected probabilities) to run again in fp32."""
-    row_margins = margins(probabilities)
-    threshold, _ = rerun_threshold(row_margins, rule)
-    return np.flatnonzero(row_margins <= threshold)
+    return low_margin_rows(probabilities, rule)[0]
 
 
 def cross_checked_agreement(reference: np.ndarray, candidate: np.ndarray, max_disagreement: float, folds: int = 2,
@@ -158,9 +162,7 @@ def rerun_low_margin_rows(merged: np.ndarray, rule: MarginRule,
     (their fp32 outputs, in the order of `rows`, which ascend); also a report
     of what was re-run and the agreement with fp32 the rule expects."""
     probabilities = corrected(np.asarray(merged), rule.offset)
-    row_margins = margins(probabilities)
-    threshold, expected_agreement = rerun_threshold(row_margins, rule)
-    rows = np.flatnonzero(row_margins <= threshold)
+    rows, threshold, expected_agreement = low_margin_rows(probabilities, rule)
     if rows.size:
         probabilities[rows] = np.asarray(run_fp32(rows))
     return probabilities, {"rows": int(rows.size), "threshold": round(threshold, 6),
