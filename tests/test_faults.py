@@ -64,6 +64,24 @@ def test_a_window_hands_out_calls_only_as_results_are_taken():
     pool.shutdown()
 
 
+def test_a_half_written_cache_entry_is_never_used(tmp_path):
+    from predictor.export import cached_export
+
+    key = "0123abcd"
+    broken = tmp_path / key  # a killed run's entry: files, but not the marker written last
+    broken.mkdir()
+    (broken / "inference.json").write_text("half")
+
+    def export_into(folder):
+        with open(os.path.join(folder, "inference.json"), "w", encoding="utf-8") as f:
+            f.write("whole")
+
+    folder, cached = cached_export(str(tmp_path), key, export_into)
+    assert not cached and open(os.path.join(folder, "inference.json"), encoding="utf-8").read() == "whole"
+    assert cached_export(str(tmp_path), key, lambda _: pytest.fail("exported twice")) == (folder, True)
+    assert sorted(os.listdir(tmp_path)) == [key]  # no staging folder left behind
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("faults"))
