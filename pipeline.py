@@ -21,7 +21,7 @@ from preprocess.encoded_rows import EncodedRows
 from preprocess.input_table import CHUNK_ROWS, ColumnNames, InputError, input_format, read_input_chunks
 from preprocess.tokenize_shards import Framing, ShardedEncoder
 from preprocess.wordpiece import read_vocab
-from predictor.batching import batches_of_rows, length_sorted_batches
+from predictor.batching import length_sorted_batches
 from predictor.checkpoint import CheckpointError, read_checkpoint
 from predictor.engine import ONNX_TASKS, EngineOptions, choose_engine
 from predictor.low_margin import MarginRule, rerun_low_margin_rows
@@ -373,6 +373,13 @@ class GenerateTask:
 TASKS = {"classify": ClassifyTask, "generate": GenerateTask}
 
 
+def counted(batches: list, results: Iterator, bar) -> Iterator[tuple]:
+    """(batch, its result) in order, the progress bar moved by the batch's rows."""
+    for batch, result in zip(batches, results):
+        bar.update(len(batch.rows))
+        yield batch, result
+
+
 def read_and_tokenize(args: argparse.Namespace, task_name: str, vocab_path: str, encoded: EncodedChunks,
                       timer: StageTimer) -> list[str]:
     """Every row of the input file, a chunk at a time: validated, tokenised
@@ -452,7 +459,7 @@ def run_spilled(args: argparse.Namespace, progress: Progress, spill_folder: str)
         """(batches, jobs) over some rows of the input (ascending); batches
         index `rows`, 0 to len(rows) - 1."""
         sample = model_input(encoded.gather(rows))
-        batches = batches_of_rows(np.arange(len(sample)), sample.lengths, token_budget, task.max_batch_rows)
+        batches = batches_for(sample)
         return batches, task.jobs(sample, batches, pad_id)
 
     with timer.stage("quantize"):
@@ -480,10 +487,9 @@ def run_spilled(args: argparse.Namespace, progress: Progress, spill_folder: str)
             for first_row, chunk in encoded.chunks():
                 chunk_input = model_input(chunk)
                 batches = batches_for(chunk_input)
-                for batch, result in zip(batches, pool.map(task.jobs(chunk_input, batches, pad_id))):
+                for batch, result in counted(batches, pool.map(task.jobs(chunk_input, batches, pad_id)), bar):
                     results.append(result)
                     result_rows.append(batch.rows + first_row)
-                    bar.update(len(batch.rows))
                 batch_count += len(batches)
                 padded_tokens += sum(batch.padded_tokens for batch in batches)
 
@@ -498,10 +504,7 @@ def run_spilled(args: argparse.Namespace, progress: Progress, spill_folder: str)
                 with WorkerPool([RunnerSpec(task.name, fp32_dir, o, settings) for o in options_per_worker],
                                 args.stall_timeout, args.retries) as fp32:
                     with progress.bar(len(rows), "fp32 re-run") as bar:
-                        results_fp32 = []
-                        for batch, result in zip(rerun_batches, fp32.map(jobs)):
-                            results_fp32.append(result)
-                            bar.update(len(batch.rows))
+                        results_fp32 = [result for _, result in counted(rerun_batches, fp32.map(jobs), bar)]
                 return task.merge(len(rows), zip((b.rows for b in rerun_batches), task.batch_outputs(results_fp32)))
 
             merged, engine_steps["rerun"] = rerun_low_margin_rows(merged, MarginRule.from_dict(rule), run_fp32)

@@ -44,12 +44,3 @@ def padding_ratio(batches: list[Batch], lengths: np.ndarray) -> float:
     """Padded tokens over real tokens (1.0 means no padding at all)."""
     real = int(np.sum(lengths))
     return sum(b.padded_tokens for b in batches) / real if real else 1.0
-
-
-def batches_of_rows(rows: np.ndarray, lengths: np.ndarray, token_budget: int,
-                    max_rows: int | None = None) -> list[Batch]:
-    """length_sorted_batches over a subset of the input's rows (e.g. a sample);
-    the batches name input rows, as the full run's do."""
-    rows = np.asarray(rows, dtype=np.int64)
-    return [Batch(rows=rows[b.rows], width=b.width)
-            for b in length_sorted_batches(np.asarray(lengths)[rows], token_budget, max_rows)]
