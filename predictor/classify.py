@@ -2,8 +2,9 @@
 
 The exported program takes right-padded token ids and token types and returns
 class probabilities. It is a thin forward over the checkpoint's own
-ErnieForSequenceClassification parameters (as predictor/unimo_programs.py is
-for generation), op for op PaddleNLP's post-LayerNorm encoder, with two
+ErnieForSequenceClassification parameters, held in paddle.nn layers (as
+predictor/unimo_programs.py does for generation), op for op PaddleNLP's
+embeddings and post-LayerNorm encoder, with two
 differences that change no result beyond fp32 rounding:
 
 - The last layer runs its queries, attention output and feed-forward for the
@@ -27,6 +28,13 @@ from predictor.pruning import PrunedVocab, prune_rows
 WORD_EMBEDDINGS = "ernie.embeddings.word_embeddings.weight"
 INPUT_NAMES = ("input_ids", "token_type_ids")
 MASKED = -10000.0  # ONNX Runtime's Attention fusion matches this mask constant
+# PaddleNLP's ErniePretrainedModel sets every LayerNorm's epsilon to this when
+# it builds the model, whatever config.json's layer_norm_eps says.
+LAYER_NORM_EPSILON = 1e-12
+# PaddleNLP's ErnieConfig defaults, for what a config.json leaves out.
+ERNIE_CONFIG_DEFAULTS = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                             hidden_act="gelu", max_position_embeddings=512, type_vocab_size=16,
+                             task_type_vocab_size=3, use_task_id=False, task_id=0, pad_token_id=0)
 
 
 def class_labels(config: dict) -> list[str]:
@@ -37,16 +45,70 @@ def class_labels(config: dict) -> list[str]:
 
 
 def build_classifier(checkpoint: Checkpoint, vocab: PrunedVocab):
-    """The dygraph ErnieForSequenceClassification with the pruned table."""
-    from paddlenlp.transformers import ErnieConfig, ErnieForSequenceClassification
-
-    config = ErnieConfig.from_dict(dict(checkpoint.config))
-    pad_id = int(config.pad_token_id or 0)
-    config.vocab_size = vocab.size
-    config.pad_token_id = int(vocab.old_to_new[pad_id])
-    config.num_labels = len(class_labels(checkpoint.config))
+    """The checkpoint's classifier parameters, with the pruned table."""
+    pad_id = int(checkpoint.config.get("pad_token_id") or 0)
+    config = {**ERNIE_CONFIG_DEFAULTS, **checkpoint.config, "vocab_size": vocab.size,
+              "pad_token_id": int(vocab.old_to_new[pad_id]), "num_labels": len(class_labels(checkpoint.config))}
     weights = prune_rows(checkpoint.load_weights(), [WORD_EMBEDDINGS], vocab)
-    return checkpoint.build_model(ErnieForSequenceClassification, config, weights)
+    return checkpoint.build_model(ernie_classifier_parameters, config, weights)
+
+
+def ernie_classifier_parameters(config: dict):
+    """A paddle.nn.Layer holding ErnieForSequenceClassification's parameters
+    under PaddleNLP's names (ernie.embeddings.*, ernie.encoder.layers.N.*,
+    ernie.pooler.dense, classifier), built from paddle.nn alone: importing
+    paddlenlp costs a cold export about 3 s, for layers that are these very
+    paddle.nn classes, built as PaddleNLP's ErnieModel builds them.
+    `config` is the checkpoint's config.json over ERNIE_CONFIG_DEFAULTS
+    (vocab_size and pad_token_id as kept, num_labels set)."""
+    import types
+
+    import paddle
+    from paddle import nn
+
+    hidden = int(config["hidden_size"])
+
+    class Embeddings(nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.word_embeddings = nn.Embedding(int(config["vocab_size"]), hidden,
+                                                padding_idx=int(config["pad_token_id"]))
+            self.position_embeddings = nn.Embedding(int(config["max_position_embeddings"]), hidden)
+            if int(config["type_vocab_size"]) > 0:
+                self.token_type_embeddings = nn.Embedding(int(config["type_vocab_size"]), hidden)
+            if config["use_task_id"]:
+                self.task_type_embeddings = nn.Embedding(int(config["task_type_vocab_size"]), hidden)
+            self.layer_norm = nn.LayerNorm(hidden, epsilon=LAYER_NORM_EPSILON)
+
+    class Pooler(nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.dense = nn.Linear(hidden, hidden)
+
+        def forward(self, hidden_states):  # PaddleNLP's ErniePooler: [CLS] -> dense -> tanh
+            return paddle.tanh(self.dense(hidden_states[:, 0]))
+
+    class Ernie(nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.embeddings = Embeddings()
+            self.encoder = nn.Layer()
+            self.encoder.layers = nn.LayerList([
+                nn.TransformerEncoderLayer(hidden, int(config["num_attention_heads"]), int(config["intermediate_size"]),
+                                           dropout=0.0, activation=config["hidden_act"],
+                                           attn_dropout=0.0, act_dropout=0.0, normalize_before=False,
+                                           layer_norm_eps=LAYER_NORM_EPSILON)
+                for _ in range(int(config["num_hidden_layers"]))])
+            self.pooler = Pooler()
+
+    class Classifier(nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.config = types.SimpleNamespace(**config)
+            self.ernie = Ernie()
+            self.classifier = nn.Linear(hidden, int(config["num_labels"]))
+
+    return Classifier()
 
 
 def probabilities_layer(classifier):
@@ -56,9 +118,6 @@ def probabilities_layer(classifier):
 
     ernie = classifier.ernie
     config = classifier.config
-    for layer in ernie.encoder.layers:
-        if layer.normalize_before:
-            raise ValueError("pre-LayerNorm ERNIE layers are not supported; ERNIE 3.0 is post-LayerNorm")
     heads = config.num_attention_heads
     head_dim = config.hidden_size // heads
 
@@ -70,6 +129,17 @@ def probabilities_layer(classifier):
         def split_heads(self, x, projection):  # [B, S, hidden] -> [B, H, S, D]
             return paddle.transpose(paddle.reshape(projection(x), [0, 0, heads, head_dim]), [0, 2, 1, 3])
 
+        def embed(self, input_ids, token_type_ids):
+            """PaddleNLP's ErnieEmbeddings: word + position (+ token type) (+ task type), normed."""
+            e = ernie.embeddings
+            ones = paddle.ones_like(input_ids)
+            x = e.word_embeddings(input_ids) + e.position_embeddings(paddle.cumsum(ones, axis=1) - ones)
+            if hasattr(e, "token_type_embeddings"):
+                x = x + e.token_type_embeddings(token_type_ids)
+            if hasattr(e, "task_type_embeddings"):
+                x = x + e.task_type_embeddings(ones * int(config.task_id or 0))
+            return e.layer_norm(x)
+
         def forward(self, input_ids, token_type_ids):
             real = paddle.cast(input_ids != config.pad_token_id, "float32")  # [B, L]
             # Two single-axis unsqueezes, Sub and Mul: the mask pattern the fusion needs.
@@ -77,7 +147,7 @@ def probabilities_layer(classifier):
             bias = paddle.multiply(paddle.subtract(paddle.full([1], 1.0, "float32"), bias),
                                    paddle.full([1], MASKED, "float32"))
             scale = paddle.full([1], float(head_dim) ** 0.5, "float32")
-            x = ernie.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+            x = self.embed(input_ids, token_type_ids)
             last = len(ernie.encoder.layers) - 1
             for i, layer in enumerate(ernie.encoder.layers):
                 attn = layer.self_attn

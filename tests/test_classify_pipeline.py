@@ -13,7 +13,7 @@ import pytest
 
 import pipeline
 from predictor.checkpoint import read_checkpoint
-from predictor.classify import build_classifier
+from predictor.classify import build_classifier, probabilities_layer
 from predictor.pruning import full_vocab, prune_vocab
 from scripts.standard_method import classify_standard
 from tests.tiny_checkpoints import review_texts, tiny_classifier, write_reviews_csv
@@ -51,12 +51,46 @@ def test_pruned_model_logits_equal_the_full_model(model_dir):
     ids = np.concatenate([[1], rng.choice(seen, size=40), [2]])[None, :]
     vocab = prune_vocab(6000, seen, np.arange(5))
     assert vocab.size == 305 and vocab.to_full(vocab.to_pruned(ids)).tolist() == ids.tolist()
-    full = build_classifier(checkpoint, full_vocab(6000))
-    pruned = build_classifier(checkpoint, vocab)
+    full = probabilities_layer(build_classifier(checkpoint, full_vocab(6000)))
+    pruned = probabilities_layer(build_classifier(checkpoint, vocab))
+    types = paddle.zeros(ids.shape, "int64")
     with paddle.no_grad():
-        full_logits = full(paddle.to_tensor(ids)).numpy()
-        pruned_logits = pruned(paddle.to_tensor(vocab.to_pruned(ids))).numpy()
-    assert np.abs(full_logits - pruned_logits).max() < 1e-5
+        full_probabilities = full(paddle.to_tensor(ids), types).numpy()
+        pruned_probabilities = pruned(paddle.to_tensor(vocab.to_pruned(ids)), types).numpy()
+    assert np.abs(full_probabilities - pruned_probabilities).max() < 1e-6
+
+
+@pytest.mark.parametrize("task_id", [None, 2])
+def test_the_exported_forward_is_paddlenlp_layer_for_layer(workdir, task_id):
+    """The classifier rebuilt from paddle.nn layers has PaddleNLP's parameter
+    names and layer-norm epsilons, and its log-probability gaps equal
+    PaddleNLP's own (with and without ERNIE 3.0's task-type embeddings)."""
+    import paddle
+    from paddlenlp.transformers import ErnieForSequenceClassification
+
+    from scripts.demo_models import save_classifier
+    from tests.tiny_checkpoints import TINY_ERNIE, tiny_vocab
+
+    model_dir = os.path.join(workdir, f"task_id_{task_id}")
+    extra = dict(use_task_id=True, task_id=task_id) if task_id is not None else {}
+    save_classifier(model_dir, tiny_vocab(workdir), seed=3, **TINY_ERNIE, **extra)
+    ours = build_classifier(read_checkpoint(model_dir), full_vocab(TINY_ERNIE["vocab_size"]))
+    theirs = ErnieForSequenceClassification.from_pretrained(model_dir)
+    assert set(ours.state_dict()) == set(theirs.state_dict())
+    our_layers = dict(ours.named_sublayers())
+    norms = [(name, layer) for name, layer in theirs.named_sublayers() if isinstance(layer, paddle.nn.LayerNorm)]
+    assert len(norms) == 1 + 2 * TINY_ERNIE["num_hidden_layers"]
+    assert all(our_layers[name]._epsilon == layer._epsilon for name, layer in norms)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, TINY_ERNIE["vocab_size"], size=(3, 20))
+    ids[:, 0], ids[2, 12:] = 1, 0  # [CLS] first; one row padded
+    types = np.zeros_like(ids)
+    with paddle.no_grad():
+        probabilities = probabilities_layer(ours)(paddle.to_tensor(ids), paddle.to_tensor(types)).numpy()
+        theirs.eval()
+        logits = theirs(paddle.to_tensor(ids), paddle.to_tensor(types)).numpy()
+    gaps = np.log(probabilities[:, 1]) - np.log(probabilities[:, 0])
+    assert np.abs(gaps - (logits[:, 1] - logits[:, 0])).max() < 1e-5
 
 
 def test_pruning_refuses_ids_it_dropped():
