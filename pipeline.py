@@ -435,8 +435,8 @@ def run_spilled(args: argparse.Namespace, progress: Progress, spill_folder: str)
 
     token_budget = args.token_budget or DEFAULT_TOKEN_BUDGET[options.engine]
 
-    def batches_for(rows: EncodedRows) -> list:
-        return length_sorted_batches(rows.lengths, task.job_token_budget(token_budget), task.max_batch_rows)
+    def batches_for(rows: EncodedRows, only: np.ndarray | None = None) -> list:
+        return length_sorted_batches(rows.lengths, task.job_token_budget(token_budget), task.max_batch_rows, only)
 
     with timer.stage("export"):
         from predictor.export import cached_export, export_key
@@ -462,19 +462,26 @@ def run_spilled(args: argparse.Namespace, progress: Progress, spill_folder: str)
         batches = batches_for(sample)
         return batches, task.jobs(sample, batches, pad_id)
 
+    # Rows whose fp32 outputs the INT8 guard already computed: not predicted again.
+    fp32_rows, fp32_outputs = np.zeros(0, np.int64), None
     with timer.stage("quantize"):
         if options.precision == "int8" and task.int8_guard:
-            from predictor.quantize import GuardSamples, cached_int8_model, GuardSettings, guard_rows
+            from predictor.quantize import GuardSamples, GuardSettings, cached_int8_model, guard_rows, held_back_fp32
 
             def guard_samples() -> GuardSamples:
                 held_back, calibration = guard_rows(len(encoded))
-                feeds = [list(jobs_for_rows(rows)[1]) for rows in (held_back, calibration)]
-                return GuardSamples(feeds[0], feeds[1], len(held_back), len(calibration))
+                held_back_batches, held_back_jobs = jobs_for_rows(held_back)
+                in_feed_order = np.concatenate([held_back[batch.rows] for batch in held_back_batches])
+                return GuardSamples(list(held_back_jobs), list(jobs_for_rows(calibration)[1]), in_feed_order,
+                                    len(calibration))
 
             fp32_dir = model_dir
             model_dir, engine_steps["int8"] = cached_int8_model(
                 args.cache_dir, engine_steps["onnx"]["key"], model_dir, encoded.digest(), guard_samples,
                 options.cpu_threads, GuardSettings.for_this_cpu(args.min_agreement))
+            fp32_rows, fp32_outputs = held_back_fp32(model_dir)
+    to_predict = np.ones(len(ids), dtype=bool)
+    to_predict[fp32_rows] = False
 
     with timer.stage("load"):
         settings = task.runner_settings(vocab, token_budget)
@@ -484,9 +491,10 @@ def run_spilled(args: argparse.Namespace, progress: Progress, spill_folder: str)
     results, result_rows, batch_count, padded_tokens = [], [], 0, 0
     with timer.stage("predict"), pool:
         with progress.bar(len(ids), "predict") as bar:
+            bar.update(len(fp32_rows))
             for first_row, chunk in encoded.chunks():
                 chunk_input = model_input(chunk)
-                batches = batches_for(chunk_input)
+                batches = batches_for(chunk_input, np.flatnonzero(to_predict[first_row:first_row + len(chunk)]))
                 for batch, result in counted(batches, pool.map(task.jobs(chunk_input, batches, pad_id)), bar):
                     results.append(result)
                     result_rows.append(batch.rows + first_row)
@@ -494,7 +502,8 @@ def run_spilled(args: argparse.Namespace, progress: Progress, spill_folder: str)
                 padded_tokens += sum(batch.padded_tokens for batch in batches)
 
     with timer.stage("write"):
-        merged = task.merge(len(ids), zip(result_rows, task.batch_outputs(results)))
+        pieces = list(zip(result_rows, task.batch_outputs(results)))
+        merged = task.merge(len(ids), pieces + [(fp32_rows, fp32_outputs)] if len(fp32_rows) else pieces)
 
     with timer.stage("rerun"):
         rule = (engine_steps.get("int8") or {}).get("margin_rule")
@@ -507,7 +516,9 @@ def run_spilled(args: argparse.Namespace, progress: Progress, spill_folder: str)
                         results_fp32 = [result for _, result in counted(rerun_batches, fp32.map(jobs), bar)]
                 return task.merge(len(rows), zip((b.rows for b in rerun_batches), task.batch_outputs(results_fp32)))
 
-            merged, engine_steps["rerun"] = rerun_low_margin_rows(merged, MarginRule.from_dict(rule), run_fp32)
+            merged, engine_steps["rerun"] = rerun_low_margin_rows(merged, MarginRule.from_dict(rule), run_fp32,
+                                                                  fp32_rows)
+            engine_steps["rerun"]["fp32_from_guard"] = len(fp32_rows)
 
     with timer.stage("write"):
         write_table(task.submission(ids, merged, vocab), args.output)

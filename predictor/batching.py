@@ -22,11 +22,15 @@ class Batch:
         return len(self.rows) * self.width
 
 
-def length_sorted_batches(lengths: np.ndarray, token_budget: int, max_rows: int | None = None) -> list[Batch]:
+def length_sorted_batches(lengths: np.ndarray, token_budget: int, max_rows: int | None = None,
+                          rows: np.ndarray | None = None) -> list[Batch]:
+    """Batches of `rows` (ascending indices into `lengths`; default every row)."""
     if token_budget < 1:
         raise ValueError(f"token budget must be positive, got {token_budget}")
+    lengths = np.asarray(lengths)
+    rows = np.arange(len(lengths)) if rows is None else np.asarray(rows, dtype=np.int64)
     # Stable sort: equal lengths keep input order, so batches are reproducible.
-    order = np.argsort(-np.asarray(lengths), kind="stable")
+    order = rows[np.argsort(-lengths[rows], kind="stable")]
     batches: list[Batch] = []
     start = 0
     while start < len(order):
@@ -34,8 +38,7 @@ def length_sorted_batches(lengths: np.ndarray, token_budget: int, max_rows: int 
         count = max(1, token_budget // max(width, 1))
         if max_rows is not None:
             count = min(count, max_rows)
-        rows = order[start:start + count]
-        batches.append(Batch(rows=rows.astype(np.int64), width=width))
+        batches.append(Batch(rows=order[start:start + count].astype(np.int64), width=width))
         start += count
     return batches
 

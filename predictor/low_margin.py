@@ -114,23 +114,27 @@ def chance_moved(row_margins: np.ndarray, scale: float) -> np.ndarray:
     return 0.5 * erfc(np.asarray(row_margins, dtype=np.float64) / (scale * math.sqrt(2))).astype(np.float64)
 
 
-def rerun_threshold(row_margins: np.ndarray, rule: MarginRule) -> tuple[float, float]:
+def rerun_threshold(row_margins: np.ndarray, rule: MarginRule, rows: int | None = None) -> tuple[float, float]:
     """(threshold, expected agreement with fp32 once rows at or under it are
-    re-run) for these rows' corrected margins."""
+    re-run) for these rows' corrected margins, out of `rows` in all (default:
+    these; the others already hold fp32 outputs)."""
+    rows = len(row_margins) if rows is None else rows
     ordered = np.sort(row_margins)
     # kept_moved[i]: expected moved rows if rows i.. keep their INT8 label.
     kept_moved = np.append(np.cumsum(chance_moved(ordered, rule.error_scale)[::-1])[::-1], 0.0)
-    first_kept = int(np.flatnonzero(kept_moved <= rule.max_disagreement * len(ordered))[0])
+    first_kept = int(np.flatnonzero(kept_moved <= rule.max_disagreement * rows)[0])
     threshold = max(float(ordered[first_kept - 1]) if first_kept else -1.0, rule.floor)
     first_kept = int(np.searchsorted(ordered, threshold, side="right"))
-    return threshold, 1.0 - float(kept_moved[first_kept]) / max(len(ordered), 1)
+    return threshold, 1.0 - float(kept_moved[first_kept]) / max(rows, 1)
 
 
-def low_margin_rows(probabilities: np.ndarray, rule: MarginRule) -> tuple[np.ndarray, float, float]:
+def low_margin_rows(probabilities: np.ndarray, rule: MarginRule, rows: int | None = None
+                    ) -> tuple[np.ndarray, float, float]:
     """(indices of the rows of these corrected probabilities to run again in
-    fp32, the threshold, the expected agreement with fp32 after the re-run)."""
+    fp32, the threshold, the expected agreement with fp32 after the re-run),
+    out of `rows` in all (see rerun_threshold)."""
     row_margins = margins(probabilities)
-    threshold, expected_agreement = rerun_threshold(row_margins, rule)
+    threshold, expected_agreement = rerun_threshold(row_margins, rule, rows)
     return np.flatnonzero(row_margins <= threshold), threshold, expected_agreement
 
 
@@ -155,14 +159,18 @@ def cross_checked_agreement(reference: np.ndarray, candidate: np.ndarray, max_di
     return kept / len(reference)
 
 
-def rerun_low_margin_rows(merged: np.ndarray, rule: MarginRule,
-                          run_fp32: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, dict]:
-    """INT8 probabilities in input order ([rows, classes]) -> the offset
-    applied, and rows at or under the threshold replaced by `run_fp32(rows)`
-    (their fp32 outputs, in the order of `rows`, which ascend); also a report
-    of what was re-run and the agreement with fp32 the rule expects."""
-    probabilities = corrected(np.asarray(merged), rule.offset)
-    rows, threshold, expected_agreement = low_margin_rows(probabilities, rule)
+def rerun_low_margin_rows(merged: np.ndarray, rule: MarginRule, run_fp32: Callable[[np.ndarray], np.ndarray],
+                          fp32_rows: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+    """Probabilities in input order ([rows, classes]), INT8 except at
+    `fp32_rows` -> the offset applied to the INT8 rows, and those at or under
+    the threshold replaced by `run_fp32(rows)` (their fp32 outputs, in the
+    order of `rows`, which ascend); also a report of what was re-run and the
+    agreement with fp32 the rule expects over all rows."""
+    probabilities = np.array(merged)
+    int8_rows = np.setdiff1d(np.arange(len(probabilities)), [] if fp32_rows is None else fp32_rows)
+    probabilities[int8_rows] = corrected(probabilities[int8_rows], rule.offset)
+    low, threshold, expected_agreement = low_margin_rows(probabilities[int8_rows], rule, len(probabilities))
+    rows = int8_rows[low]
     if rows.size:
         probabilities[rows] = np.asarray(run_fp32(rows))
     return probabilities, {"rows": int(rows.size), "threshold": round(threshold, 6),

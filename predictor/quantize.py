@@ -22,8 +22,9 @@ post-training quantisation):
 5. the cheapest mix wins if it costs less than fp32 alone; otherwise the
    fp32 model is used and the report says so.
 
-The result is cached per (fp32 model, digest of the input, settings), so a repeated
-run on the same checkpoint and data only loads it; the report records what
+The held-back rows' fp32 outputs are kept with the model and used as they
+are in the submission. The result is cached per (fp32 model, digest of the
+input, settings), so a repeated run on the same checkpoint and data only loads it; the report records what
 was quantised, what was kept in fp32, every agreement measured and the time
 the guard took.
 """
@@ -42,8 +43,11 @@ from predictor.engine_onnxruntime import ONNX_FILE, load_session
 from predictor.low_margin import MarginRule, corrected, cross_checked_agreement, fit_margin_rule, rows_to_rerun
 
 GUARD_REPORT = "int8.json"
-# Part of the cached result's key: bump when the guard decides differently.
-GUARD_VERSION = 4
+# The held-back rows' fp32 outputs, kept for the submission: the guard had to
+# compute them, so the run neither predicts those rows again nor re-runs them.
+HELD_BACK_FP32 = "held_back_fp32.npz"
+# Part of the cached result's key: bump when the guard decides or keeps differently.
+GUARD_VERSION = 5
 # Layers go back to fp32 only when all-INT8 needs a re-run of more than this
 # share of rows (or cannot be made to agree): each fp32 layer adds about a
 # tenth of an fp32 pass, and on the demo classifier every layer mix cost more
@@ -80,9 +84,9 @@ class GuardSettings:
 
 @dataclass(frozen=True)
 class GuardSamples:
-    held_back: list[dict]    # feeds whose fp32/int8 label agreement decides
-    calibration: list[dict]  # feeds for per-layer sensitivity, disjoint rows
-    held_back_rows: int
+    held_back: list[dict]      # feeds whose fp32/int8 label agreement decides
+    calibration: list[dict]    # feeds for per-layer sensitivity, disjoint rows
+    held_back_rows: np.ndarray  # the input row of each held-back output row, in feed order
     calibration_rows: int
 
 
@@ -212,7 +216,10 @@ def quantise_guarded(fp32_dir: str, folder: str, samples: GuardSamples, threads:
     if not layers:
         raise ValueError(f"{fp32_path}: no encoder layers recognised (no fused layer norms); cannot quantise")
     reference, fp32_seconds = timed_run(fp32_path, samples.held_back, threads)
-    report = {"settings": asdict(settings), "held_back_rows": samples.held_back_rows,
+    if len(reference) != len(samples.held_back_rows):
+        raise ValueError(f"{len(reference)} held-back outputs for {len(samples.held_back_rows)} held-back rows")
+    np.savez(os.path.join(folder, HELD_BACK_FP32), rows=samples.held_back_rows, probabilities=reference)
+    report = {"settings": asdict(settings), "held_back_rows": len(samples.held_back_rows),
               "calibration_rows": samples.calibration_rows, "layers": len(layers), "head_kept_fp32": head,
               "attempts": []}
 
@@ -276,6 +283,12 @@ def quantise_guarded(fp32_dir: str, folder: str, samples: GuardSamples, threads:
     with open(os.path.join(folder, GUARD_REPORT), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2)
     return report
+
+
+def held_back_fp32(folder: str) -> tuple[np.ndarray, np.ndarray]:
+    """(input rows, their fp32 probabilities) the guard of `folder` computed."""
+    with np.load(os.path.join(folder, HELD_BACK_FP32)) as saved:
+        return saved["rows"], saved["probabilities"]
 
 
 def guard_rows(rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -145,9 +145,11 @@ def format_table(report: dict) -> str:
             lines.append(f"int8: {int8['reason']} (guard {int8['guard_s']:.1f}s)")
     rerun = report.get("rerun")
     if rerun:
+        from_guard = rerun.get("fp32_from_guard", 0)
         lines.append(f"fp32 re-run: {rerun['rows']} of {report['rows']} rows had an INT8 margin at or under "
-                     f"{rerun['threshold']:.3f}; expected label agreement with fp32 over all rows "
-                     f"{rerun['expected_agreement']:.4f}")
+                     f"{rerun['threshold']:.3f}" + (f" ({from_guard} more came in fp32 from the guard)"
+                                                    if from_guard else "") +
+                     f"; expected label agreement with fp32 over all rows {rerun['expected_agreement']:.4f}")
     decoding = report.get("decoding")
     if decoding:
         lines.append(f"decoding: {decoding['decode_steps']} steps, loop overhead "

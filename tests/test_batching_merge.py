@@ -38,6 +38,13 @@ def test_equal_lengths_keep_input_order():
     assert [b.rows.tolist() for b in batches] == [[0, 1], [2, 3]]
 
 
+def test_only_the_rows_asked_for_are_batched():
+    lengths = np.array([5, 9, 2, 7, 3])
+    batches = length_sorted_batches(lengths, token_budget=14, rows=np.array([0, 2, 3]))
+    assert [b.rows.tolist() for b in batches] == [[3, 0], [2]] and [b.width for b in batches] == [7, 2]
+    assert length_sorted_batches(lengths, token_budget=14, rows=np.zeros(0, np.int64)) == []
+
+
 def test_padded_rows_and_flat_layout():
     rows = EncodedRows.from_rows([np.array([1, 5, 2]), np.array([1, 2]), np.array([1, 7, 8, 2])],
                                  [np.zeros(3), np.zeros(2), np.array([0, 0, 1, 1])], [False, False, True])

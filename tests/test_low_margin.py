@@ -73,6 +73,29 @@ def test_rerun_replaces_exactly_the_low_margin_rows_in_input_order():
     assert np.allclose(merged[high], candidate[high], atol=1e-6)
 
 
+def test_rows_already_in_fp32_are_neither_corrected_nor_rerun_and_count_as_agreeing():
+    reference, candidate = fp32_and_int8(rows=50)
+    in_fp32 = np.arange(0, 50, 5)
+    merged = candidate.copy()
+    merged[in_fp32] = reference[in_fp32]
+    rule = MarginRule(offset=(0.2, -0.1, -0.1), error_scale=0.0, floor=1.0, max_disagreement=0.0)
+    asked = []
+
+    def run_fp32(rows):
+        asked.append(rows.copy())
+        return reference[rows]
+
+    out, report = rerun_low_margin_rows(merged, rule, run_fp32, in_fp32)
+    int8_rows = np.setdiff1d(np.arange(50), in_fp32)
+    low = int8_rows[margins(corrected(candidate[int8_rows], rule.offset)) <= 1.0]
+    assert len(asked) == 1 and np.array_equal(asked[0], low) and report["rows"] == len(low)
+    assert np.array_equal(out[in_fp32], reference[in_fp32]) and np.array_equal(out[low], reference[low])
+    # The budget of expected moved labels is a share of every row, those already in fp32 included.
+    row_margins = np.array([0.1, 0.5, 3.0])
+    loose = MarginRule((0.0, 0.0), error_scale=1.0, floor=0.0, max_disagreement=0.1)
+    assert rerun_threshold(row_margins, loose, rows=30)[0] < rerun_threshold(row_margins, loose)[0]
+
+
 def test_no_rerun_when_nothing_is_low():
     _, candidate = fp32_and_int8(rows=20)
     merged, report = rerun_low_margin_rows(list(candidate), MarginRule((0.0, 0.0, 0.0), 0.0, -1.0, 0.0),

@@ -86,7 +86,9 @@ def test_fused_onnx_model_equals_the_paddle_program(onnx_dir, paddle_dir, feeds)
 
 def guard(onnx_dir, folder, feeds, min_agreement, agreement):
     os.makedirs(folder)
-    samples = GuardSamples(held_back=feeds, calibration=feeds[:1], held_back_rows=8, calibration_rows=5)
+    # The feeds' 8 rows, as input rows 10..17 in reverse (feed order need not be input order).
+    samples = GuardSamples(held_back=feeds, calibration=feeds[:1], held_back_rows=np.arange(17, 9, -1),
+                           calibration_rows=5)
     return quantise_guarded(onnx_dir, folder, samples, threads=1, settings=GuardSettings(min_agreement=min_agreement),
                             agreement=agreement)
 
@@ -107,6 +109,10 @@ def test_guard_quantises_every_layer_when_agreement_holds(workdir, onnx_dir, fee
     assert report["int8_layers"] == list(range(TINY_ERNIE["num_hidden_layers"]))
     assert len(report["attempts"]) == 1
     assert int8_ops(os.path.join(workdir, "int8_all")) == {"DynamicQuantizeMatMul", "QAttention"}
+    # The held-back rows' fp32 outputs are kept for the submission, each with its input row.
+    rows, probabilities = quantize.held_back_fp32(os.path.join(workdir, "int8_all"))
+    fp32 = np.concatenate([outputs[0] for outputs in run_session(os.path.join(onnx_dir, ONNX_FILE), feeds, 1)])
+    assert rows.tolist() == list(range(17, 9, -1)) and np.allclose(probabilities, fp32, atol=1e-6)
 
 
 def test_guard_keeps_the_most_sensitive_layer_in_fp32_when_agreement_is_too_low(workdir, onnx_dir, feeds,
@@ -162,12 +168,16 @@ def test_low_margin_rows_are_rerun_in_fp32_and_replace_the_int8_outputs(workdir,
                                         "max_disagreement": 0.0}}
 
     monkeypatch.setattr(quantize, "cached_int8_model", every_row_low)
+    # 10 of the 30 rows held back: their fp32 outputs come from the guard.
+    held_back = np.array([0, 3, 4, 9, 12, 17, 18, 25, 28, 29])
+    monkeypatch.setattr(quantize, "guard_rows", lambda rows: (held_back, held_back))
     texts = review_texts(30, start=700)
     model = tiny_classifier(workdir)
     fp32 = run_pipeline(workdir, "rerun_fp32", model, texts)
     # In chunks, the guard's samples and the re-run rows are gathered across them.
     int8 = run_pipeline(workdir, "rerun_int8", model, texts, "--precision", "int8", *chunking)
-    assert int8["rerun"]["rows"] == 30 and int8["input_chunks"] == (4 if chunking else 1)
+    assert int8["rerun"]["rows"] == 20 and int8["rerun"]["fp32_from_guard"] == 10
+    assert int8["input_chunks"] == (4 if chunking else 1)
     expected, got = pd.read_csv(fp32["output"]), pd.read_csv(int8["output"])
     assert got["id"].tolist() == expected["id"].tolist() and got["label"].tolist() == expected["label"].tolist()
     probabilities = [c for c in expected.columns if c.startswith("prob_")]
@@ -185,6 +195,9 @@ def test_int8_run_reports_its_guard_and_cache_keys_follow_what_changed(workdir):
     int8 = run("int8", model, texts, "--precision", "int8")
     assert int8["engine"]["precision"] == "int8" and int8["int8"]["held_back_rows"] == 40
     assert 0 <= int8["int8"]["agreement"] <= 1 and "guard_s" in int8["int8"]
+    # An input this small is held back whole: every row has its fp32 output from the guard.
+    assert int8["batches"] == 0 and int8.get("rerun", {}).get("rows", 0) == 0
+    assert pd.read_csv(int8["output"]).equals(pd.read_csv(fp32["output"]))
     # The Paddle export and its ONNX conversion are shared by both precisions.
     assert int8["export_key"] == fp32["export_key"] and int8["onnx"]["key"] == fp32["onnx"]["key"]
     assert int8["onnx"]["cached"] is True
