@@ -18,6 +18,11 @@
    size the guard uses and applies the low-margin rule fitted on each:
    the share of rows re-run and the label agreement over all rows, as
    min / mean / max over the draws.
+4. With --fp32-groups: one kind of weighted op in every layer (attention,
+   its output projection, either feed-forward matrix multiply), or the
+   first or last layer, back in fp32 and the rest INT8: each mix's pass
+   time, INT8's noise in the margin, the mean share of rows the rule
+   re-runs and the cost of both in fp32 passes (what the guard weighs).
 """
 from __future__ import annotations
 
@@ -76,10 +81,10 @@ def run_batches(input_path: str, model_dir: str, max_seq_len: int) -> tuple[int,
     return len(rows.lengths), batches
 
 
-def onnxruntime_side(path: str, threads: int):
+def onnxruntime_side(model: str | bytes, threads: int):
     from predictor.engine_onnxruntime import load_session
 
-    session = load_session(path, threads)
+    session = load_session(model, threads)
     return lambda feeds: session.run(None, feeds)[0]
 
 
@@ -142,6 +147,45 @@ def rerun_rule_draws(fp32: np.ndarray, int8: np.ndarray, draws: int, min_agreeme
             "rerun_share": spread(rerun_shares), "agreement_over_all_rows": spread(agreements)}
 
 
+# (name, whether a weighted op stays fp32: f(layer, index in its layer, ops in its layer, layers)).
+# A fused layer's ops are Attention, out-projection, feed-forward in and out;
+# the [CLS]-only last layer has separate q, k, v MatMuls in Attention's place.
+FP32_GROUPS = (
+    ("all INT8", lambda layer, i, ops, layers: False),
+    ("attention fp32", lambda layer, i, ops, layers: i < ops - 3),
+    ("attention output fp32", lambda layer, i, ops, layers: i == ops - 3),
+    ("feed-forward in fp32", lambda layer, i, ops, layers: i == ops - 2),
+    ("feed-forward out fp32", lambda layer, i, ops, layers: i == ops - 1),
+    ("first layer fp32", lambda layer, i, ops, layers: layer == 0),
+    ("last layer fp32", lambda layer, i, ops, layers: layer == layers - 1),
+)
+
+
+def fp32_group_mixes(fp32_path: str, rows: int, batches: list, reference: np.ndarray, fp32_seconds: float,
+                     threads: int, draws: int, min_agreement: float) -> dict:
+    import onnx
+
+    from predictor.low_margin import fit_margin_rule
+    from predictor.quantize import cpu_has_vnni, quantised, weighted_nodes_by_layer
+
+    model = onnx.load(fp32_path)
+    layers, _ = weighted_nodes_by_layer(model)
+    results = {}
+    for name, stays_fp32 in FP32_GROUPS:
+        int8_nodes = {node for layer, group in enumerate(layers) for i, node in enumerate(group)
+                      if not stays_fp32(layer, i, len(group), len(layers))}
+        run = onnxruntime_side(quantised(model, int8_nodes, not cpu_has_vnni()).SerializeToString(), threads)
+        seconds, outputs = timed_passes({name: run}, rows, batches, 1)
+        rule = fit_margin_rule(reference, outputs[name], max(0.0, 1.0 - min_agreement) / 2)
+        rerun = rerun_rule_draws(reference, outputs[name], draws, min_agreement)["rerun_share"]["mean"]
+        pass_cost = seconds[name][0] / fp32_seconds
+        results[name] = {"seconds": round(seconds[name][0], 2), "noise_in_margin": round(rule.error_scale, 3),
+                         "rerun_share": rerun, "cost_in_fp32_passes": round(pass_cost + rerun, 3)}
+        print(f"{name:24s} {seconds[name][0]:6.1f} s  noise in the margin {rule.error_scale:.3f}  re-run {rerun:.1%}"
+              f"  cost {pass_cost + rerun:.3f} fp32 passes", flush=True)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("input")
@@ -151,6 +195,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--max-seq-len", type=int, default=128)
     parser.add_argument("--min-agreement", type=float, default=0.995)
+    parser.add_argument("--fp32-groups", action="store_true",
+                        help="also time INT8 mixes with one kind of op, or the first or last layer, in fp32")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     keep_caches_in_repo()
@@ -168,6 +214,11 @@ def main() -> None:
         paddle_to_onnx(folders["paddle"], unfused)
         sides.update(openvino_sides(unfused, args.threads))
         seconds, outputs = timed_passes(sides, rows, batches, args.runs)
+        if args.fp32_groups:
+            reference_name = next(iter(sides))
+            fp32_groups = fp32_group_mixes(os.path.join(folders["fp32"], ONNX_FILE), rows, batches,
+                                           outputs[reference_name], statistics.median(seconds[reference_name]),
+                                           args.threads, args.draws, args.min_agreement)
 
     reference_name = next(iter(sides))
     reference = outputs[reference_name]
@@ -183,6 +234,8 @@ def main() -> None:
     int8_name = list(sides)[1]
     results["rerun_rule"] = rerun_rule_draws(reference, outputs[int8_name], args.draws, args.min_agreement)
     print("low-margin re-run rule over", json.dumps(results["rerun_rule"]))
+    if args.fp32_groups:
+        results["fp32_groups"] = fp32_groups
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=2)
