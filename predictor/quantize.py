@@ -25,9 +25,9 @@ post-training quantisation):
 
 The held-back rows' fp32 outputs are kept with the model and used as they
 are in the submission. The result is cached per (fp32 model, digest of the
-input, settings), so a repeated run on the same checkpoint and data only loads it; the report records what
-was quantised, what was kept in fp32, every agreement measured and the time
-the guard took.
+input, settings), so a repeated run on the same checkpoint and data only
+loads it; the report records what was quantised, what was kept in fp32,
+every agreement measured and the time the guard took.
 """
 from __future__ import annotations
 
