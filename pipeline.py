@@ -518,7 +518,6 @@ def run_spilled(args: argparse.Namespace, progress: Progress, spill_folder: str)
 
             merged, engine_steps["rerun"] = rerun_low_margin_rows(merged, MarginRule.from_dict(rule), run_fp32,
                                                                   fp32_rows)
-            engine_steps["rerun"]["fp32_from_guard"] = len(fp32_rows)
 
     with timer.stage("write"):
         write_table(task.submission(ids, merged, vocab), args.output)

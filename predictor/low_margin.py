@@ -164,8 +164,9 @@ def rerun_low_margin_rows(merged: np.ndarray, rule: MarginRule, run_fp32: Callab
     """Probabilities in input order ([rows, classes]), INT8 except at
     `fp32_rows` -> the offset applied to the INT8 rows, and those at or under
     the threshold replaced by `run_fp32(rows)` (their fp32 outputs, in the
-    order of `rows`, which ascend); also a report of what was re-run and the
-    agreement with fp32 the rule expects over all rows."""
+    order of `rows`, which ascend); also a report of what was re-run, how
+    many rows came in fp32 already and the agreement with fp32 the rule
+    expects over all rows."""
     probabilities = np.array(merged)
     int8_rows = np.setdiff1d(np.arange(len(probabilities)), [] if fp32_rows is None else fp32_rows)
     probabilities[int8_rows] = corrected(probabilities[int8_rows], rule.offset)
@@ -174,4 +175,5 @@ def rerun_low_margin_rows(merged: np.ndarray, rule: MarginRule, run_fp32: Callab
     if rows.size:
         probabilities[rows] = np.asarray(run_fp32(rows))
     return probabilities, {"rows": int(rows.size), "threshold": round(threshold, 6),
-                           "expected_agreement": round(expected_agreement, 5)}
+                           "expected_agreement": round(expected_agreement, 5),
+                           "fp32_from_guard": len(probabilities) - len(int8_rows)}

@@ -239,7 +239,8 @@ def quantise_guarded(fp32_dir: str, folder: str, samples: GuardSamples, threads:
         max_disagreement = max(0.0, 1.0 - settings.min_agreement) / 2
         rule = fit_margin_rule(reference, outputs, max_disagreement)
         rerun = len(rows_to_rerun(corrected(outputs, rule.offset), rule)) / len(outputs)
-        # No held-back label moved, yet agreement is short: re-runs cannot help.
+        # No held-back label moved: nothing for the cross-check to judge (and
+        # if agreement is short all the same, re-runs cannot help).
         moved = np.any(reference.argmax(-1) != outputs.argmax(-1))
         checked = cross_checked_agreement(reference, outputs, max_disagreement) if moved else measured
         pass_cost = seconds / fp32_seconds
