@@ -7,7 +7,10 @@ post-training quantisation):
 
 1. quantise every encoder layer's matrix multiplies and attention
    (per-channel int8 weights; the pooler and classifier head stay fp32: a
-   [rows, hidden] product is no time and the most sensitive part);
+   [rows, hidden] product is no time and the most sensitive part), and keep
+   the first token's rows of every matrix multiply in fp32: the classifier
+   reads that token, and its rows are most of INT8's noise for a few percent
+   of the time (predictor/first_token.py);
 2. compare with the fp32 model on a held-back sample of the run's own rows;
 3. fit a low-margin rule (predictor/low_margin.py: a logit offset, and
    INT8's noise, from which the run's own margins set the one under which
@@ -41,6 +44,7 @@ from typing import Callable
 import numpy as np
 
 from predictor.engine_onnxruntime import ONNX_FILE, load_session
+from predictor.first_token import split_first_token
 from predictor.low_margin import MarginRule, corrected, cross_checked_agreement, fit_margin_rule, rows_to_rerun
 
 GUARD_REPORT = "int8.json"
@@ -48,7 +52,7 @@ GUARD_REPORT = "int8.json"
 # compute them, so the run neither predicts those rows again nor re-runs them.
 HELD_BACK_FP32 = "held_back_fp32.npz"
 # Part of the cached result's key: bump when the guard decides or keeps differently.
-GUARD_VERSION = 6
+GUARD_VERSION = 7
 # Layers go back to fp32 only when all-INT8 needs a re-run of more than this
 # share of rows (or cannot be made to agree): each fp32 layer adds about a
 # tenth of an fp32 pass, and on the demo classifier every layer mix cost more
@@ -117,15 +121,22 @@ def per_column_int8(weight: np.ndarray, levels: int) -> tuple[np.ndarray, np.nda
     return np.clip(np.rint(weight / scale), -levels, levels).astype(np.int8), scale.astype(np.float32)
 
 
-def quantised(model, int8_nodes: set[str], reduce_range: bool):
+def quantised(model, int8_nodes: set[str], reduce_range: bool, first_token_fp32: bool = False):
     """A copy of `model` whose named MatMul and Attention nodes take per-column
     int8 weights and quantise their input on the fly (ONNX Runtime's
     DynamicQuantizeMatMul and QAttention, the kernels its own dynamic
     quantiser ends up running), built in memory in milliseconds, so the guard
-    can try many mixes of fp32 and int8 layers."""
-    import onnx
+    can try many mixes of fp32 and int8 layers.
+
+    With `first_token_fp32` (a classifier, which reads the first token only:
+    predictor/first_token.py) the named MatMuls run INT8 on every token but
+    the first, and those that never see the other tokens stay fp32."""
     from onnx import helper, numpy_helper
 
+    if first_token_fp32:
+        model, rest_matmuls = split_first_token(model)
+        int8_nodes = {name for name in int8_nodes if name in rest_matmuls or
+                      any(node.name == name and node.op_type == "Attention" for node in model.graph.node)}
     weights = {t.name: t for t in model.graph.initializer}
     levels = 63 if reduce_range else 127
     nodes, new_weights = [], []
@@ -220,13 +231,13 @@ def quantise_guarded(fp32_dir: str, folder: str, samples: GuardSamples, threads:
     if len(reference) != len(samples.held_back_rows):
         raise ValueError(f"{len(reference)} held-back outputs for {len(samples.held_back_rows)} held-back rows")
     np.savez(os.path.join(folder, HELD_BACK_FP32), rows=samples.held_back_rows, probabilities=reference)
-    report = {"settings": asdict(settings), "held_back_rows": len(samples.held_back_rows),
+    report = {"settings": asdict(settings), "first_token_fp32": True, "held_back_rows": len(samples.held_back_rows),
               "calibration_rows": samples.calibration_rows, "layers": len(layers), "head_kept_fp32": head,
               "attempts": []}
 
     def int8_layers(fp32_layers: list[int]):
         return quantised(fp32_model, {name for i, group in enumerate(layers) if i not in fp32_layers for name in group},
-                         settings.reduce_range)
+                         settings.reduce_range, first_token_fp32=True)
 
     def measure(fp32_layers: list[int]) -> Mix:
         model = int8_layers(fp32_layers)

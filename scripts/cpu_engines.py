@@ -20,7 +20,8 @@
    min / mean / max over the draws.
 4. With --fp32-groups: one kind of weighted op in every layer (attention,
    its output projection, either feed-forward matrix multiply), or the
-   first or last layer, back in fp32 and the rest INT8: each mix's pass
+   first or last layer, back in fp32 and the rest INT8 (the first token's
+   rows fp32 as the guard keeps them, and once INT8 too): each mix's pass
    time, INT8's noise in the margin, the mean share of rows the rule
    re-runs and the cost of both in fp32 passes (what the guard weighs).
 """
@@ -147,17 +148,20 @@ def rerun_rule_draws(fp32: np.ndarray, int8: np.ndarray, draws: int, min_agreeme
             "rerun_share": spread(rerun_shares), "agreement_over_all_rows": spread(agreements)}
 
 
-# (name, whether a weighted op stays fp32: f(layer, index in its layer, ops in its layer, layers)).
-# A fused layer's ops are Attention, out-projection, feed-forward in and out;
-# the [CLS]-only last layer has separate q, k, v MatMuls in Attention's place.
+# (name, whether a weighted op stays fp32: f(layer, index in its layer, ops
+# in its layer, layers), whether the first token's rows stay fp32 as the
+# guard keeps them). A fused layer's ops are Attention, out-projection,
+# feed-forward in and out; the [CLS]-only last layer has separate q, k, v
+# MatMuls in Attention's place.
 FP32_GROUPS = (
-    ("all INT8", lambda layer, i, ops, layers: False),
-    ("attention fp32", lambda layer, i, ops, layers: i < ops - 3),
-    ("attention output fp32", lambda layer, i, ops, layers: i == ops - 3),
-    ("feed-forward in fp32", lambda layer, i, ops, layers: i == ops - 2),
-    ("feed-forward out fp32", lambda layer, i, ops, layers: i == ops - 1),
-    ("first layer fp32", lambda layer, i, ops, layers: layer == 0),
-    ("last layer fp32", lambda layer, i, ops, layers: layer == layers - 1),
+    ("all INT8, first token too", lambda layer, i, ops, layers: False, False),
+    ("all INT8", lambda layer, i, ops, layers: False, True),
+    ("attention fp32", lambda layer, i, ops, layers: i < ops - 3, True),
+    ("attention output fp32", lambda layer, i, ops, layers: i == ops - 3, True),
+    ("feed-forward in fp32", lambda layer, i, ops, layers: i == ops - 2, True),
+    ("feed-forward out fp32", lambda layer, i, ops, layers: i == ops - 1, True),
+    ("first layer fp32", lambda layer, i, ops, layers: layer == 0, True),
+    ("last layer fp32", lambda layer, i, ops, layers: layer == layers - 1, True),
 )
 
 
@@ -171,10 +175,11 @@ def fp32_group_mixes(fp32_path: str, rows: int, batches: list, reference: np.nda
     model = onnx.load(fp32_path)
     layers, _ = weighted_nodes_by_layer(model)
     results = {}
-    for name, stays_fp32 in FP32_GROUPS:
+    for name, stays_fp32, first_token_fp32 in FP32_GROUPS:
         int8_nodes = {node for layer, group in enumerate(layers) for i, node in enumerate(group)
                       if not stays_fp32(layer, i, len(group), len(layers))}
-        run = onnxruntime_side(quantised(model, int8_nodes, not cpu_has_vnni()).SerializeToString(), threads)
+        run = onnxruntime_side(quantised(model, int8_nodes, not cpu_has_vnni(), first_token_fp32).SerializeToString(),
+                               threads)
         seconds, outputs = timed_passes({name: run}, rows, batches, 1)
         rule = fit_margin_rule(reference, outputs[name], max(0.0, 1.0 - min_agreement) / 2)
         rerun = rerun_rule_draws(reference, outputs[name], draws, min_agreement)["rerun_share"]["mean"]

@@ -138,8 +138,9 @@ def format_table(report: dict) -> str:
             rule = int8.get("margin_rule")
             rerun = (f", INT8 alone {int8['int8_agreement']:.4f}; low-margin rows re-run in fp32 (INT8 noise in "
                      f"the margin {rule['error_scale']:.3f})" if rule else "")
-            lines.append(f"int8: layers {int8['int8_layers']} int8, {int8['fp32_layers'] or 'none'} fp32; label "
-                         f"agreement with fp32 {int8['agreement']:.4f} on {int8['held_back_rows']} held-back rows"
+            first_token = ", the first token's rows fp32" if int8.get("first_token_fp32") else ""
+            lines.append(f"int8: layers {int8['int8_layers']} int8{first_token}, {int8['fp32_layers'] or 'none'} "
+                         f"fp32; label agreement with fp32 {int8['agreement']:.4f} on {int8['held_back_rows']} held-back rows"
                          f"{rerun} (guard {int8['guard_s']:.1f}s{', cached' if int8['cached'] else ''})")
         else:
             lines.append(f"int8: {int8['reason']} (guard {int8['guard_s']:.1f}s)")

@@ -19,7 +19,9 @@ from predictor.engine_paddle import PaddleEngine
 from predictor.onnx_conversion import TransformerShape, convert, run_session
 from predictor.pruning import full_vocab
 from predictor import quantize
-from predictor.quantize import GuardSamples, GuardSettings, quantise_guarded, weighted_nodes_by_layer
+from predictor.first_token import split_first_token
+from predictor.quantize import (GuardSamples, GuardSettings, quantise_guarded, quantised,
+                                weighted_nodes_by_layer)
 from tests.tiny_checkpoints import TINY_ERNIE, review_texts, tiny_classifier, write_reviews_csv
 
 SHAPE = TransformerShape(num_heads=TINY_ERNIE["num_attention_heads"], hidden_size=TINY_ERNIE["hidden_size"])
@@ -149,6 +151,28 @@ def test_layers_are_found_in_the_fused_graph(onnx_dir):
     # Fused layers: Attention + out-projection + two feed-forward MatMuls; the
     # last layer's q/k/v stay three MatMuls (queries from [CLS] only).
     assert [len(group) for group in layers] == [4, 6]
+
+
+def test_int8_keeps_the_first_tokens_rows_in_fp32(onnx_dir, feeds):
+    fused = onnx.load(os.path.join(onnx_dir, ONNX_FILE))
+    layers, _ = weighted_nodes_by_layer(fused)
+    split, rest_matmuls = split_first_token(fused)
+    # Over every token: layer 0's out-projection and feed-forward, and the
+    # last layer's keys and values; its [CLS]-only multiplies are not split.
+    assert len(rest_matmuls) == 5 and rest_matmuls <= set(layers[0] + layers[1])
+    names = {node.name for node in split.graph.node}
+    assert all(name + "_first_token" in names for name in rest_matmuls)
+    # Split but all fp32, the graph computes what it computed.
+    for whole, parts in zip(run_session(fused.SerializeToString(), feeds, 1),
+                            run_session(split.SerializeToString(), feeds, 1)):
+        assert np.abs(whole[0] - parts[0]).max() < 1e-6
+    int8 = quantised(fused, {name for group in layers for name in group}, reduce_range=False, first_token_fp32=True)
+    ops = {node.name: node.op_type for node in int8.graph.node}
+    assert sum(op == "DynamicQuantizeMatMul" for op in ops.values()) == 5
+    assert all(ops[name + "_first_token"] == "MatMul" for name in rest_matmuls)
+    assert list(ops.values()).count("QAttention") == len(layers) - 1
+    # The last layer's [CLS]-only multiplies (query, out-projection, feed-forward) stay fp32.
+    assert all(ops[name] == "MatMul" for name in layers[1] if name not in rest_matmuls)
 
 
 def run_pipeline(workdir, name, model_dir, rows, *options) -> dict:
