@@ -112,7 +112,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="with several predictor processes: times a dead or stalled one is replaced, all "
                              "of them restarted from the first unfinished batch (0: the run fails at once)")
     parser.add_argument("--no-plot", action="store_true",
-                        help="skip the timing picture (a PNG next to the timing report)")
+                        help="skip the timing picture (an SVG next to the timing report)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or table")
     generation = parser.add_argument_group("generation")
     generation.add_argument("--decode", choices=["greedy", "beam"], default="greedy")

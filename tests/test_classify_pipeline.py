@@ -152,13 +152,13 @@ def test_repeat_reports_min_and_median(workdir, model_dir, texts):
     _, report = run_pipeline(workdir, model_dir, texts[:8], "repeat", "--repeat", "2")
     assert report["repeat"]["repeats"] == 2 and len(report["repeat"]["totals_s"]) == 2
     assert report["repeat"]["total_s_min"] <= report["repeat"]["total_s_median"]
-    assert os.path.getsize(os.path.join(workdir, "repeat_submission.csv.timing.png")) > 0  # the picture, by default
+    assert os.path.getsize(os.path.join(workdir, "repeat_submission.csv.timing.svg")) > 0  # the picture, by default
 
 
 def test_no_plot_skips_the_picture(workdir, model_dir, texts):
     run_pipeline(workdir, model_dir, texts[:4], "no_plot", "--no-plot")
     assert os.path.isfile(os.path.join(workdir, "no_plot_submission.csv.timing.json"))
-    assert not os.path.exists(os.path.join(workdir, "no_plot_submission.csv.timing.png"))
+    assert not os.path.exists(os.path.join(workdir, "no_plot_submission.csv.timing.svg"))
 
 
 def test_write_margins_is_refused_for_a_classifier(workdir, model_dir, texts, capsys):
