@@ -43,7 +43,7 @@ from typing import Callable
 
 import numpy as np
 
-from predictor.engine_onnxruntime import ONNX_FILE, load_session
+from predictor.engine_onnxruntime import ONNX_FILE, adopt_session, load_session
 from predictor.first_token import split_first_token
 from predictor.low_margin import MarginRule, corrected, cross_checked_agreement, fit_margin_rule, rows_to_rerun
 
@@ -174,15 +174,15 @@ def quantised(model, int8_nodes: set[str], reduce_range: bool, first_token_fp32:
 
 
 def run_all(model, feeds: list[dict], threads: int) -> list[np.ndarray]:
-    """First output of every feed, for a model path or an in-memory ModelProto."""
-    session = load_session(model if isinstance(model, str) else model.SerializeToString(), threads)
+    """First output of every feed, for a model path, a serialised model or an
+    in-memory ModelProto."""
+    session = load_session(model if isinstance(model, (str, bytes)) else model.SerializeToString(), threads)
     names = [i.name for i in session.get_inputs()]
     return [session.run(None, {n: f[n] for n in names})[0] for f in feeds]
 
 
-def timed_run(model, feeds: list[dict], threads: int) -> tuple[np.ndarray, float]:
-    """(every row's probabilities, seconds the runs took, session set-up excluded)."""
-    session = load_session(model if isinstance(model, str) else model.SerializeToString(), threads)
+def timed_run(session, feeds: list[dict]) -> tuple[np.ndarray, float]:
+    """(every row's probabilities, seconds the runs took)."""
     names = [i.name for i in session.get_inputs()]
     started = time.perf_counter()
     outputs = [session.run(None, {n: f[n] for n in names})[0] for f in feeds]
@@ -201,7 +201,8 @@ def label_agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
 class Mix:
     """One INT8/fp32 mix the guard tried, measured on the held-back rows."""
     fp32_layers: list[int]
-    model: object
+    serialised: bytes         # the model
+    session: object           # open over it
     agreement: float          # label agreement of its INT8 outputs with fp32
     rule: MarginRule          # which rows go back to fp32
     rerun_fraction: float     # of held-back rows the rule sends back
@@ -227,7 +228,7 @@ def quantise_guarded(fp32_dir: str, folder: str, samples: GuardSamples, threads:
     layers, head = weighted_nodes_by_layer(fp32_model)
     if not layers:
         raise ValueError(f"{fp32_path}: no encoder layers recognised (no fused layer norms); cannot quantise")
-    reference, fp32_seconds = timed_run(fp32_path, samples.held_back, threads)
+    reference, fp32_seconds = timed_run(load_session(fp32_path, threads), samples.held_back)
     if len(reference) != len(samples.held_back_rows):
         raise ValueError(f"{len(reference)} held-back outputs for {len(samples.held_back_rows)} held-back rows")
     np.savez(os.path.join(folder, HELD_BACK_FP32), rows=samples.held_back_rows, probabilities=reference)
@@ -240,8 +241,9 @@ def quantise_guarded(fp32_dir: str, folder: str, samples: GuardSamples, threads:
                          settings.reduce_range, first_token_fp32=True)
 
     def measure(fp32_layers: list[int]) -> Mix:
-        model = int8_layers(fp32_layers)
-        outputs, seconds = timed_run(model, samples.held_back, threads)
+        serialised = int8_layers(fp32_layers).SerializeToString()
+        session = load_session(serialised, threads)
+        outputs, seconds = timed_run(session, samples.held_back)
         measured = agreement(reference, outputs)
         # The rule is fitted even when the held-back rows agree well enough:
         # 256 rows with at most one label moved still pass a model that moves
@@ -256,7 +258,7 @@ def quantise_guarded(fp32_dir: str, folder: str, samples: GuardSamples, threads:
         checked = cross_checked_agreement(reference, outputs, max_disagreement) if moved else measured
         pass_cost = seconds / fp32_seconds
         cost = pass_cost + rerun if checked >= settings.min_agreement else float("inf")
-        mix = Mix(list(fp32_layers), model, measured, rule, rerun, checked, pass_cost, cost)
+        mix = Mix(list(fp32_layers), serialised, session, measured, rule, rerun, checked, pass_cost, cost)
         report["attempts"].append(mix.summary())
         return mix
 
@@ -267,7 +269,7 @@ def quantise_guarded(fp32_dir: str, folder: str, samples: GuardSamples, threads:
         # A layer's sensitivity: how much closer to fp32 the outputs come when
         # only that layer goes back to fp32 (every other layer int8, so each
         # of these passes runs at int8 speed).
-        all_int8 = mean_change(run_all(best.model, samples.calibration, threads), calibration_reference)
+        all_int8 = mean_change(run_all(best.serialised, samples.calibration, threads), calibration_reference)
         sensitivity = [all_int8 - mean_change(run_all(int8_layers([i]), samples.calibration, threads),
                                               calibration_reference) for i in range(len(layers))]
         report["layer_sensitivity"] = [round(s, 6) for s in sensitivity]
@@ -282,7 +284,10 @@ def quantise_guarded(fp32_dir: str, folder: str, samples: GuardSamples, threads:
     # A mix that holds on the held-back rows before any re-run is what was
     # asked for, whatever its speed; one that needs re-runs must beat fp32 alone.
     if best.agreement >= settings.min_agreement or best.cost < 1.0:
-        onnx.save(best.model, target)
+        with open(target, "wb") as f:
+            f.write(best.serialised)
+        # The run's predict pass opens this file next: it gets this session.
+        adopt_session(target, best.session, threads)
         report.update(int8=True, fp32_layers=sorted(best.fp32_layers),
                       int8_layers=[i for i in range(len(layers)) if i not in best.fp32_layers],
                       int8_agreement=round(best.agreement, 5),
