@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import numpy as np
 import onnx
@@ -14,7 +15,7 @@ import pipeline
 from predictor.checkpoint import read_checkpoint
 from predictor.classify import export_classifier
 from predictor.engine import EngineOptions, choose_engine
-from predictor.engine_onnxruntime import ONNX_FILE
+from predictor.engine_onnxruntime import ONNX_FILE, adopt_session, load_session
 from predictor.engine_paddle import PaddleEngine
 from predictor.onnx_conversion import TransformerShape, convert, run_session
 from predictor.pruning import full_vocab
@@ -151,6 +152,29 @@ def test_layers_are_found_in_the_fused_graph(onnx_dir):
     # Fused layers: Attention + out-projection + two feed-forward MatMuls; the
     # last layer's q/k/v stay three MatMuls (queries from [CLS] only).
     assert [len(group) for group in layers] == [4, 6]
+
+
+def test_a_model_file_is_opened_once_per_process_until_it_changes(workdir, onnx_dir):
+    path = os.path.join(workdir, "sessions", ONNX_FILE)
+    os.makedirs(os.path.dirname(path))
+    shutil.copyfile(os.path.join(onnx_dir, ONNX_FILE), path)
+    first = load_session(path, 1)
+    assert load_session(path, 1) is first and load_session(path, 2) is not first
+    moved = os.path.join(workdir, "sessions_moved")
+    os.replace(os.path.dirname(path), moved)  # as a finished export enters the cache
+    assert load_session(os.path.join(moved, ONNX_FILE), 1) is first
+    model = onnx.load(os.path.join(moved, ONNX_FILE))
+    model.doc_string = "rewritten"
+    onnx.save(model, os.path.join(moved, ONNX_FILE))
+    assert load_session(os.path.join(moved, ONNX_FILE), 1) is not first
+    # A session opened over bytes just written to a file stands for that file.
+    serialised = model.SerializeToString()
+    adopted = load_session(serialised, 1)
+    written = os.path.join(moved, "written.onnx")
+    with open(written, "wb") as f:
+        f.write(serialised)
+    adopt_session(written, adopted, 1)
+    assert load_session(written, 1) is adopted
 
 
 def test_int8_keeps_the_first_tokens_rows_in_fp32(onnx_dir, feeds):
