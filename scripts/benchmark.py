@@ -6,8 +6,10 @@
 
 Both sides are timed end to end as a user runs them: a fresh process that
 imports, loads the checkpoint, tokenises, predicts and writes the submission.
-The harness runs once with an empty export cache (cold: tracing and saving
-the static model counted) and then warm; the standard method (see
+The harness runs with an empty export cache (cold: tracing and saving the
+static model counted; classify --cold-repeat N: N such runs, the cache
+emptied before each, and N runs of each ONNX Runtime peer, medians
+reported) and then warm; the standard method (see
 scripts/standard_method.py) runs once, since it is the slow side, with as
 many math threads as the harness uses (all cores; --standard-threads). Prints both
 times, the speed-ups and how far the harness's output is from the standard
@@ -22,6 +24,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -107,6 +110,7 @@ class Contender:
     precision: str        # fp32 | int8: harness rows are compared with the peer of the same precision
     runs: int = 1         # more than one: the median is reported
     env: tuple = ()       # extra environment, (name, value) pairs
+    empty_before: str = ""  # a folder emptied before each run (a cold run's export cache)
 
 
 def classify_contenders(args, demo, shared: list[str], harness_options: list[str], tmp: str) -> list[Contender]:
@@ -116,9 +120,12 @@ def classify_contenders(args, demo, shared: list[str], harness_options: list[str
     def out(name: str) -> str:
         return os.path.join(tmp, name + ".csv")
 
+    def cache(name: str) -> str:
+        return os.path.join(tmp, name + "_exports")
+
     def harness(name: str, *extra: str) -> list[str]:
         return ["bash", os.path.join(REPO, "run.sh"), demo.input, demo.model_dir, out(name), "--quiet",
-                "--cache-dir", os.path.join(tmp, name + "_exports"), *shared, *harness_options, *extra]
+                "--cache-dir", cache(name), *shared, *harness_options, *extra]
 
     def peer(name: str, *extra: str) -> list[str]:
         return [sys.executable, "-m", "scripts.onnx_runtime_peer", demo.input, demo.model_dir, out(name), *extra,
@@ -132,10 +139,13 @@ def classify_contenders(args, demo, shared: list[str], harness_options: list[str
     for precision, extra in (("fp32", ()), ("int8", ("--precision", "int8"))):
         name = f"harness_{precision}"
         command = harness(name, *extra)
-        sides.append(Contender(f"harness {precision}, cold", command, out(name), precision))
+        sides.append(Contender(f"harness {precision}, cold", command, out(name), precision, runs=args.cold_repeat,
+                               empty_before=cache(name)))
         sides.append(Contender(f"harness {precision}, warm", command, out(name), precision, runs=args.harness_repeat))
-    sides.append(Contender("ONNX Runtime peer fp32", peer("peer_fp32"), out("peer_fp32"), "fp32"))
-    sides.append(Contender("ONNX Runtime peer int8", peer("peer_int8", "--int8"), out("peer_int8"), "int8"))
+    sides.append(Contender("ONNX Runtime peer fp32", peer("peer_fp32"), out("peer_fp32"), "fp32",
+                           runs=args.cold_repeat))
+    sides.append(Contender("ONNX Runtime peer int8", peer("peer_int8", "--int8"), out("peer_int8"), "int8",
+                           runs=args.cold_repeat))
     return sides
 
 
@@ -146,7 +156,11 @@ def classify_benchmark(args, demo, shared: list[str], harness_options: list[str]
     sides = []
     for side in classify_contenders(args, demo, shared, harness_options, tmp):
         print(f"{side.name}: {' '.join(side.command)}", flush=True)
-        seconds = [timed(side.command, **dict(side.env)) for _ in range(side.runs)]
+        seconds = []
+        for _ in range(side.runs):
+            if side.empty_before:
+                shutil.rmtree(side.empty_before, ignore_errors=True)
+            seconds.append(timed(side.command, **dict(side.env)))
         sides.append({"side": side, "seconds": seconds, "median": statistics.median(seconds),
                       "frame": pd.read_csv(side.output, dtype={"id": str}, keep_default_na=False)})
     reference = sides[0]
@@ -194,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--decode", choices=["greedy", "beam"], default="greedy", help="generation, both sides")
     parser.add_argument("--num-beams", type=int, default=4, help="generation with --decode beam, both sides")
     parser.add_argument("--harness-repeat", type=int, default=3, help="warm harness runs (median reported)")
+    parser.add_argument("--cold-repeat", type=int, default=1,
+                        help="classify: runs of the harness from an empty export cache, and of each ONNX Runtime "
+                             "peer (every side starts afresh as a process), median reported")
     parser.add_argument("--standard-threads", type=int, default=os.cpu_count() or 1,
                         help="math threads of the standard method's process (OMP_NUM_THREADS); Paddle's "
                              "dygraph CPU kernels use one unless told, which would flatter the harness")
