@@ -135,8 +135,8 @@ def quantised(model, int8_nodes: set[str], reduce_range: bool, first_token_fp32:
 
     if first_token_fp32:
         model, rest_matmuls = split_first_token(model)
-        int8_nodes = {name for name in int8_nodes if name in rest_matmuls or
-                      any(node.name == name and node.op_type == "Attention" for node in model.graph.node)}
+        attention = {node.name for node in model.graph.node if node.op_type == "Attention"}
+        int8_nodes = {name for name in int8_nodes if name in rest_matmuls or name in attention}
     weights = {t.name: t for t in model.graph.initializer}
     levels = 63 if reduce_range else 127
     nodes, new_weights = [], []
