@@ -105,9 +105,16 @@ def split_first_token(model):
         return model, set()
     for output in model.graph.output:
         joined(output.name)
-    graph = helper.make_graph(nodes, model.graph.name, model.graph.input, model.graph.output,
-                              list(model.graph.initializer) +
-                              [numpy_helper.from_array(np.array([v], np.int64), n) for n, v in bounds.items()])
+    return with_nodes(model, nodes, list(model.graph.initializer) +
+                      [numpy_helper.from_array(np.array([v], np.int64), n) for n, v in bounds.items()]), rest_matmuls
+
+
+def with_nodes(model, nodes: list, initializers: list):
+    """`model` with these nodes and initializers (its inputs, outputs,
+    opsets and IR version kept)."""
+    from onnx import helper
+
+    graph = helper.make_graph(nodes, model.graph.name, model.graph.input, model.graph.output, initializers)
     result = helper.make_model(graph, opset_imports=model.opset_import)
     result.ir_version = model.ir_version
-    return result, rest_matmuls
+    return result

@@ -44,7 +44,7 @@ from typing import Callable
 import numpy as np
 
 from predictor.engine_onnxruntime import ONNX_FILE, adopt_session, load_session
-from predictor.first_token import split_first_token
+from predictor.first_token import split_first_token, with_nodes
 from predictor.low_margin import MarginRule, corrected, cross_checked_agreement, fit_margin_rule, rows_to_rerun
 
 GUARD_REPORT = "int8.json"
@@ -166,11 +166,7 @@ def quantised(model, int8_nodes: set[str], reduce_range: bool, first_token_fp32:
             attention.attribute.extend(node.attribute)
             nodes.append(attention)
     used = {name for node in nodes for name in node.input}
-    graph = helper.make_graph(nodes, model.graph.name, model.graph.input, model.graph.output,
-                              [t for t in model.graph.initializer if t.name in used] + new_weights)
-    result = helper.make_model(graph, opset_imports=model.opset_import)
-    result.ir_version = model.ir_version
-    return result
+    return with_nodes(model, nodes, [t for t in model.graph.initializer if t.name in used] + new_weights)
 
 
 def run_all(model, feeds: list[dict], threads: int) -> list[np.ndarray]:
