@@ -492,6 +492,10 @@ def run_spilled(args: argparse.Namespace, progress: Progress, spill_folder: str)
                 args.cache_dir, engine_steps["onnx"]["key"], model_dir, encoded.digest(), guard_samples,
                 options.cpu_threads, GuardSettings.for_this_cpu(args.min_agreement))
             fp32_rows, fp32_outputs = held_back_fp32(model_dir)
+            if engine_steps["int8"].get("planned_int8_but_fp32"):
+                from submit.timing_report import int8_graph_lines
+
+                print(int8_graph_lines(engine_steps["int8"])[-1], file=sys.stderr)
     to_predict = np.ones(len(ids), dtype=bool)
     to_predict[fp32_rows] = False
 

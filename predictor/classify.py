@@ -26,6 +26,8 @@ from predictor.export import save_static
 from predictor.pruning import PrunedVocab, prune_rows
 
 WORD_EMBEDDINGS = "ernie.embeddings.word_embeddings.weight"
+POSITION_EMBEDDINGS = "ernie.embeddings.position_embeddings.weight"
+TASK_TYPE_EMBEDDINGS = "ernie.embeddings.task_type_embeddings.weight"
 INPUT_NAMES = ("input_ids", "token_type_ids")
 MASKED = -10000.0  # ONNX Runtime's Attention fusion matches this mask constant
 # PaddleNLP's ErniePretrainedModel sets every LayerNorm's epsilon to this when
@@ -44,13 +46,29 @@ def class_labels(config: dict) -> list[str]:
     return [str(i) for i in range(int(config.get("num_labels", 2)))]
 
 
-def build_classifier(checkpoint: Checkpoint, vocab: PrunedVocab):
-    """The checkpoint's classifier parameters, with the pruned table."""
+def build_classifier(checkpoint: Checkpoint, vocab: PrunedVocab, fold_task_type: bool = True):
+    """The checkpoint's classifier parameters, with the pruned table and, with
+    `fold_task_type`, the task-type embedding folded into the positions'."""
     pad_id = int(checkpoint.config.get("pad_token_id") or 0)
     config = {**ERNIE_CONFIG_DEFAULTS, **checkpoint.config, "vocab_size": vocab.size,
               "pad_token_id": int(vocab.old_to_new[pad_id]), "num_labels": len(class_labels(checkpoint.config))}
     weights = prune_rows(checkpoint.load_weights(), [WORD_EMBEDDINGS], vocab)
+    if fold_task_type and config["use_task_id"]:
+        config, weights = task_type_folded(config, weights)
     return checkpoint.build_model(ernie_classifier_parameters, config, weights)
+
+
+def task_type_folded(config: dict, weights: dict[str, np.ndarray]) -> tuple[dict, dict[str, np.ndarray]]:
+    """(config, weights) without the task-type embedding: PaddleNLP adds the
+    row of `task_id` to every token, so that row is added to every position's
+    row instead. Besides a lookup and an add per token, this lets ONNX
+    Runtime fuse the embeddings into one EmbedLayerNormalization (it does not
+    with a fourth lookup), which the INT8 first-token split and the fused
+    graph's speed rely on."""
+    task_row = weights[TASK_TYPE_EMBEDDINGS][int(config["task_id"] or 0)]
+    folded = {name: table for name, table in weights.items() if name != TASK_TYPE_EMBEDDINGS}
+    folded[POSITION_EMBEDDINGS] = weights[POSITION_EMBEDDINGS] + task_row
+    return {**config, "use_task_id": False}, folded
 
 
 def ernie_classifier_parameters(config: dict):

@@ -20,7 +20,7 @@ from typing import Callable
 from predictor.engine_paddle import PROGRAM_FILE
 
 # Bump when the exported programs' inputs/outputs change meaning.
-EXPORT_FORMAT = 2
+EXPORT_FORMAT = 3
 
 
 def package_version(*distributions: str) -> str:

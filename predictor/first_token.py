@@ -51,7 +51,12 @@ def split_first_token(model):
     weights = {t.name: t for t in model.graph.initializer}
     bounds = {"first_token_start": 0, "first_token_end": 1, "rest_end": np.iinfo(np.int64).max,
               "token_axis": SEQUENCE_AXIS}
-    streams: set[str] = set()                # whole token streams that can be sliced
+    # Whole token streams that can be sliced: what attention reads and writes
+    # is [batch, seq, hidden] by the op's contract, whatever made it (a fused
+    # EmbedLayerNormalization, or a plain LayerNormalization after separate
+    # embedding lookups).
+    streams = {node.output[0] for node in model.graph.node if node.op_type in TOKEN_STREAM_SOURCES} | \
+        {node.input[0] for node in model.graph.node if node.op_type == "Attention"}
     split: dict[str, tuple[str, str]] = {}  # tensor -> (its first-token part, its rest)
     whole: set[str] = set()                  # tensors that exist whole under their own name
     nodes, rest_matmuls = [], set()
@@ -88,8 +93,7 @@ def split_first_token(model):
                                     domain=node.domain)
             copy.attribute.extend(node.attribute)
             nodes.append(copy)
-            if node.op_type in TOKEN_STREAM_SOURCES and node.output and node.output[0]:
-                streams.add(node.output[0])
+            if node.output and node.output[0] in streams:
                 whole.add(node.output[0])
             continue
         inputs = [parts(i) if i in split or i in streams else (i, i) for i in node.input]

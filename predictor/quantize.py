@@ -44,7 +44,7 @@ from typing import Callable
 import numpy as np
 
 from predictor.engine_onnxruntime import ONNX_FILE, adopt_session, load_session
-from predictor.first_token import split_first_token, with_nodes
+from predictor.first_token import FIRST_TOKEN, split_first_token, with_nodes
 from predictor.low_margin import MarginRule, corrected, cross_checked_agreement, fit_margin_rule, rows_to_rerun
 
 GUARD_REPORT = "int8.json"
@@ -52,7 +52,7 @@ GUARD_REPORT = "int8.json"
 # compute them, so the run neither predicts those rows again nor re-runs them.
 HELD_BACK_FP32 = "held_back_fp32.npz"
 # Part of the cached result's key: bump when the guard decides or keeps differently.
-GUARD_VERSION = 7
+GUARD_VERSION = 8
 # Layers go back to fp32 only when all-INT8 needs a re-run of more than this
 # share of rows (or cannot be made to agree): each fp32 layer adds about a
 # tenth of an fp32 pass, and on the demo classifier every layer mix cost more
@@ -95,23 +95,58 @@ class GuardSamples:
     calibration_rows: int
 
 
-def weighted_nodes_by_layer(model) -> tuple[list[list[str]], list[str]]:
-    """(names of each encoder layer's quantisable ops, those of the head).
-    The embeddings end in one norm and each layer in two, so a weighted op
-    after n norms belongs to layer (n - 1) // 2; past the last layer is the
-    head (pooler, classifier)."""
+def weighted_nodes_placed(model, op_types) -> tuple[list[tuple[int, object]], int]:
+    """([(layer, node)] for each node of `op_types` with a weight (its second
+    input an initializer), the number of encoder layers). The embeddings end
+    in one norm and each layer in two, so a weighted op after n norms belongs
+    to layer (n - 1) // 2; past the last layer (or -1) is the head. The
+    first-token copies of a split graph (predictor/first_token.py) are not
+    counted as norms of their own."""
     initializers = {t.name for t in model.graph.initializer}
-    placed: list[tuple[int, str]] = []
+    placed: list[tuple[int, object]] = []
     norms_seen = 0
     for node in model.graph.node:
-        if node.op_type in LAYER_NORMS:
+        if node.op_type in LAYER_NORMS and not node.name.endswith(FIRST_TOKEN):
             norms_seen += 1
-        elif node.op_type in QUANTISED_OPS and len(node.input) > 1 and node.input[1] in initializers:
-            placed.append(((norms_seen - 1) // 2, node.name))
-    layer_count = max(0, (norms_seen - 1) // 2)
-    layers = [[name for layer, name in placed if layer == i] for i in range(layer_count)]
-    head = [name for layer, name in placed if not 0 <= layer < layer_count]
+        elif node.op_type in op_types and len(node.input) > 1 and node.input[1] in initializers:
+            placed.append(((norms_seen - 1) // 2, node))
+    return placed, max(0, (norms_seen - 1) // 2)
+
+
+def weighted_nodes_by_layer(model) -> tuple[list[list[str]], list[str]]:
+    """(names of each encoder layer's quantisable ops, those of the head
+    (pooler, classifier))."""
+    placed, layer_count = weighted_nodes_placed(model, QUANTISED_OPS)
+    layers = [[node.name for layer, node in placed if layer == i] for i in range(layer_count)]
+    head = [node.name for layer, node in placed if not 0 <= layer < layer_count]
     return layers, head
+
+
+def multiplies_by_layer(model) -> list[dict]:
+    """What a graph really runs, read from its nodes: per encoder layer, how
+    many weighted matrix multiplies (attention counted as one) run in int8,
+    in fp32 over the first token only (the split's copies), and in fp32
+    otherwise."""
+    int8_ops, fp32_ops = ("DynamicQuantizeMatMul", "QAttention"), ("MatMul", "Attention")
+    placed, layer_count = weighted_nodes_placed(model, int8_ops + fp32_ops)
+    counts = [{"layer": i, "int8": 0, "fp32_first_token": 0, "fp32": 0} for i in range(layer_count)]
+    for layer, node in placed:
+        if 0 <= layer < layer_count:
+            kind = ("int8" if node.op_type in int8_ops else
+                    "fp32_first_token" if node.name.endswith(FIRST_TOKEN) else "fp32")
+            counts[layer][kind] += 1
+    return counts
+
+
+def layers_not_int8(census: list[dict], int8_layers: list[int]) -> list[int]:
+    """Of the layers meant to run INT8, those whose graph (its
+    multiplies_by_layer census) runs none in int8, or, but for the last
+    layer, any multiply in fp32 beyond the first token's copies: what a
+    missing fusion that the rewrite relies on would leave. The classifier's
+    last layer computes its queries, attention output and feed-forward for
+    the first token alone, and those stay fp32 by design."""
+    last = len(census) - 1
+    return [i for i in int8_layers if census[i]["int8"] == 0 or (census[i]["fp32"] and i != last)]
 
 
 def per_column_int8(weight: np.ndarray, levels: int) -> tuple[np.ndarray, np.ndarray]:
@@ -268,7 +303,7 @@ def quantise_guarded(fp32_dir: str, folder: str, samples: GuardSamples, threads:
         all_int8 = mean_change(run_all(best.serialised, samples.calibration, threads), calibration_reference)
         sensitivity = [all_int8 - mean_change(run_all(int8_layers([i]), samples.calibration, threads),
                                               calibration_reference) for i in range(len(layers))]
-        report["layer_sensitivity"] = [round(s, 6) for s in sensitivity]
+        report["layer_sensitivity"] = [float(f"{s:.4g}") for s in sensitivity]
         fp32_layers: list[int] = []
         for i in np.argsort(sensitivity)[::-1].tolist()[:-1]:  # all layers in fp32 is the fp32 model
             fp32_layers.append(i)
@@ -284,8 +319,13 @@ def quantise_guarded(fp32_dir: str, folder: str, samples: GuardSamples, threads:
             f.write(best.serialised)
         # The run's predict pass opens this file next: it gets this session.
         adopt_session(target, best.session, threads)
-        report.update(int8=True, fp32_layers=sorted(best.fp32_layers),
-                      int8_layers=[i for i in range(len(layers)) if i not in best.fp32_layers],
+        # What runs is read from the graph written, not from the plan.
+        census = multiplies_by_layer(onnx.load_from_string(best.serialised))
+        planned = [i for i in range(len(layers)) if i not in best.fp32_layers]
+        not_int8 = layers_not_int8(census, planned)
+        report.update(int8=True, fp32_layers=sorted(set(best.fp32_layers) | set(not_int8)),
+                      int8_layers=[i for i in planned if i not in not_int8], multiplies=census,
+                      planned_int8_but_fp32=not_int8,
                       int8_agreement=round(best.agreement, 5),
                       margin_rule=best.rule.as_dict(),
                       rerun_fraction=round(best.rerun_fraction, 4), cost=round(best.cost, 3),
@@ -293,6 +333,7 @@ def quantise_guarded(fp32_dir: str, folder: str, samples: GuardSamples, threads:
     else:
         shutil.copyfile(fp32_path, target)
         report.update(int8=False, agreement=1.0, fp32_layers=list(range(len(layers))), int8_layers=[],
+                      multiplies=multiplies_by_layer(fp32_model), planned_int8_but_fp32=[],
                       margin_rule=None, reason="no INT8 mix, re-runs of low-margin rows included, "
                                                "was cheaper than fp32; running fp32")
     report["guard_s"] = round(time.perf_counter() - started, 2)

@@ -16,10 +16,13 @@ from typing import Sequence
 
 import numpy as np
 
-# ernie-3.0-medium-zh's shape.
-ERNIE_MEDIUM = dict(vocab_size=40000, hidden_size=768, num_hidden_layers=6, num_attention_heads=12,
-                    intermediate_size=3072, max_position_embeddings=2048, type_vocab_size=4,
-                    hidden_act="gelu", pad_token_id=0)
+# PaddleNLP's own configuration of ernie-3.0-medium-zh (a test checks it
+# against the installed paddlenlp's): with task-type embeddings, as every
+# ERNIE 3.0 checkpoint has them.
+ERNIE_MEDIUM = dict(attention_probs_dropout_prob=0.1, hidden_act="gelu", hidden_dropout_prob=0.1, hidden_size=768,
+                    intermediate_size=3072, initializer_range=0.02, max_position_embeddings=2048,
+                    num_attention_heads=12, num_hidden_layers=6, task_type_vocab_size=16, type_vocab_size=4,
+                    use_task_id=True, vocab_size=40000)
 LABELS = {0: "negative", 1: "positive"}
 
 

@@ -58,7 +58,7 @@ def classify_demo(rows: int = CLASSIFY_ROWS, demo_dir: str = DEMO_DIR) -> DemoPa
     paths = DemoPaths(
         input=os.path.join(demo_dir, f"reviews_{rows}.csv"),
         gold=os.path.join(demo_dir, f"reviews_{rows}_gold.csv"),
-        model_dir=os.path.join(demo_dir, "ernie-3.0-medium-demo-fitted"),
+        model_dir=os.path.join(demo_dir, "ernie-3.0-medium-zh-demo-fitted"),
         output=os.path.join(demo_dir, "out", f"submission_{rows}.csv"),
     )
     chosen = _write_reviews(paths.input, rows)

@@ -101,6 +101,19 @@ def repeat_summary(reports: list[dict]) -> dict:
     }
 
 
+def int8_graph_lines(int8: dict) -> list[str]:
+    """What the INT8 model's graph runs, counted from its nodes, and a warning
+    when a layer planned as int8 does not run so."""
+    census = int8.get("multiplies") or []
+    totals = {kind: sum(layer[kind] for layer in census) for kind in ("int8", "fp32_first_token", "fp32")}
+    lines = [f"int8 graph: {totals['int8']} matrix multiplies int8, {totals['fp32_first_token']} fp32 on the first "
+             f"token, {totals['fp32']} fp32 (encoder layers, attention counted once)"] if census else []
+    if int8.get("planned_int8_but_fp32"):
+        lines.append(f"WARNING: layers {int8['planned_int8_but_fp32']} were planned int8 but their graph runs "
+                     "fp32 multiplies over every token; they are reported as fp32")
+    return lines
+
+
 def format_table(report: dict) -> str:
     lines = [f"{'stage':<30}{'seconds':>10}"]
     for name in STAGES:
@@ -142,6 +155,7 @@ def format_table(report: dict) -> str:
             lines.append(f"int8: layers {int8['int8_layers']} int8{first_token}, {int8['fp32_layers'] or 'none'} "
                          f"fp32; label agreement with fp32 {int8['agreement']:.4f} on {int8['held_back_rows']} held-back rows"
                          f"{rerun} (guard {int8['guard_s']:.1f}s{', cached' if int8['cached'] else ''})")
+            lines += int8_graph_lines(int8)
         else:
             lines.append(f"int8: {int8['reason']} (guard {int8['guard_s']:.1f}s)")
     rerun = report.get("rerun")

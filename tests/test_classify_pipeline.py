@@ -64,7 +64,8 @@ def test_pruned_model_logits_equal_the_full_model(model_dir):
 def test_the_exported_forward_is_paddlenlp_layer_for_layer(workdir, task_id):
     """The classifier rebuilt from paddle.nn layers has PaddleNLP's parameter
     names and layer-norm epsilons, and its log-probability gaps equal
-    PaddleNLP's own (with and without ERNIE 3.0's task-type embeddings)."""
+    PaddleNLP's own (with and without ERNIE 3.0's task-type embeddings, and
+    with the task-type row folded into the position embeddings)."""
     import paddle
     from paddlenlp.transformers import ErnieForSequenceClassification
 
@@ -74,7 +75,8 @@ def test_the_exported_forward_is_paddlenlp_layer_for_layer(workdir, task_id):
     model_dir = os.path.join(workdir, f"task_id_{task_id}")
     extra = dict(use_task_id=True, task_id=task_id) if task_id is not None else {}
     save_classifier(model_dir, tiny_vocab(workdir), seed=3, **TINY_ERNIE, **extra)
-    ours = build_classifier(read_checkpoint(model_dir), full_vocab(TINY_ERNIE["vocab_size"]))
+    ours = build_classifier(read_checkpoint(model_dir), full_vocab(TINY_ERNIE["vocab_size"]), fold_task_type=False)
+    folded = build_classifier(read_checkpoint(model_dir), full_vocab(TINY_ERNIE["vocab_size"]))
     theirs = ErnieForSequenceClassification.from_pretrained(model_dir)
     assert set(ours.state_dict()) == set(theirs.state_dict())
     our_layers = dict(ours.named_sublayers())
@@ -87,10 +89,14 @@ def test_the_exported_forward_is_paddlenlp_layer_for_layer(workdir, task_id):
     types = np.zeros_like(ids)
     with paddle.no_grad():
         probabilities = probabilities_layer(ours)(paddle.to_tensor(ids), paddle.to_tensor(types)).numpy()
+        folded_probabilities = probabilities_layer(folded)(paddle.to_tensor(ids), paddle.to_tensor(types)).numpy()
         theirs.eval()
         logits = theirs(paddle.to_tensor(ids), paddle.to_tensor(types)).numpy()
     gaps = np.log(probabilities[:, 1]) - np.log(probabilities[:, 0])
     assert np.abs(gaps - (logits[:, 1] - logits[:, 0])).max() < 1e-5
+    # The task-type row folded into the positions' changes only fp32 rounding.
+    assert "ernie.embeddings.task_type_embeddings.weight" not in folded.state_dict()
+    assert np.abs(folded_probabilities - probabilities).max() < 1e-6
 
 
 def test_pruning_refuses_ids_it_dropped():

@@ -36,3 +36,11 @@ def test_fitted_head_is_input_sensitive_and_saved_as_fitted(tmp_path):
     predicted = logits.argmax(1)
     assert np.mean(predicted == np.array([r.label for r in reviews])) == fit.train_accuracy
     assert 0 < predicted.mean() < 1
+
+
+def test_the_demo_classifier_has_paddlenlps_ernie_3_medium_configuration():
+    from paddlenlp.transformers.ernie.configuration import ERNIE_PRETRAINED_INIT_CONFIGURATION
+
+    from scripts.demo_models import ERNIE_MEDIUM
+
+    assert ERNIE_MEDIUM == ERNIE_PRETRAINED_INIT_CONFIGURATION["ernie-3.0-medium-zh"]

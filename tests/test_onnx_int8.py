@@ -102,8 +102,9 @@ def int8_ops(folder) -> set[str]:
 
 
 def closeness(reference, candidate) -> float:
-    """A stand-in agreement that falls with every quantised layer."""
-    return 1.0 - float(np.abs(reference - candidate).max())
+    """A stand-in agreement that falls with every quantised layer (scaled:
+    a tiny random classifier's probabilities move by 1e-5 or less)."""
+    return 1.0 - 100.0 * float(np.abs(reference - candidate).max())
 
 
 def test_guard_quantises_every_layer_when_agreement_holds(workdir, onnx_dir, feeds):
@@ -197,6 +198,52 @@ def test_int8_keeps_the_first_tokens_rows_in_fp32(onnx_dir, feeds):
     assert list(ops.values()).count("QAttention") == len(layers) - 1
     # The last layer's [CLS]-only multiplies (query, out-projection, feed-forward) stay fp32.
     assert all(ops[name] == "MatMul" for name in layers[1] if name not in rest_matmuls)
+
+
+def test_int8_splits_graphs_with_separate_embedding_lookups(workdir, feeds):
+    """A graph whose embeddings ONNX Runtime did not fuse (a plain
+    LayerNormalization after the lookups, as ERNIE 3.0's task-type lookup
+    used to leave): the split still runs every multiply over all tokens but
+    the first in int8."""
+    from predictor.classify import build_classifier, probabilities_layer
+    from predictor.export import save_static
+    import paddle
+
+    checkpoint = read_checkpoint(tiny_classifier(workdir))
+    paddle_folder, onnx_folder = os.path.join(workdir, "unfolded_paddle"), os.path.join(workdir, "unfolded_onnx")
+    specs = [paddle.static.InputSpec([None, None], "int64", name) for name in ("input_ids", "token_type_ids")]
+    save_static(probabilities_layer(build_classifier(checkpoint, full_vocab(TINY_ERNIE["vocab_size"]),
+                                                     fold_task_type=False)), specs, paddle_folder)
+    os.makedirs(onnx_folder)
+    convert(paddle_folder, onnx_folder, SHAPE, feeds, threads=1)
+    unfused = onnx.load(os.path.join(onnx_folder, ONNX_FILE))
+    assert "EmbedLayerNormalization" not in {node.op_type for node in unfused.graph.node}
+    layers, _ = weighted_nodes_by_layer(unfused)
+    int8 = quantised(unfused, {name for group in layers for name in group}, reduce_range=False, first_token_fp32=True)
+    census = quantize.multiplies_by_layer(int8)
+    assert [layer["int8"] for layer in census] == [4, 2] and census[0]["fp32"] == 0
+    assert quantize.layers_not_int8(census, [0, 1]) == []
+    # Without the split's stream sources, all of layer 0 would stay fp32: that is what is flagged.
+    plain = quantize.multiplies_by_layer(unfused)
+    assert quantize.layers_not_int8(plain, [0, 1]) == [0, 1]
+
+
+@pytest.mark.parametrize("use_task_id", [True, False])
+def test_the_guarded_int8_graph_runs_what_the_guard_reports(workdir, use_task_id):
+    """ERNIE 3.0 checkpoints (task-type embeddings) and older ones: the
+    embeddings fuse, and the written model's int8 multiplies are those the
+    report counts, every one over all tokens but the first."""
+    texts = review_texts(300, start=100)
+    report = run_pipeline(workdir, f"census_{use_task_id}", tiny_classifier(workdir, use_task_id=use_task_id),
+                          texts, "--precision", "int8")
+    assert report["onnx"]["fusions_kept"] and report["onnx"]["fused_ops"]["EmbedLayerNormalization"] == 1
+    int8 = report["int8"]
+    assert int8["int8"] and int8["planned_int8_but_fp32"] == []
+    written = onnx.load(os.path.join(workdir, "exports", int8["key"], ONNX_FILE))
+    census = quantize.multiplies_by_layer(written)
+    assert census == int8["multiplies"]
+    expected = {0: 4, 1: 2}  # fused layer: attention, out-projection, feed-forward x2; last: keys, values
+    assert {layer["layer"]: layer["int8"] for layer in census} == {i: expected[i] for i in int8["int8_layers"]}
 
 
 def run_pipeline(workdir, name, model_dir, rows, *options) -> dict:

@@ -8,6 +8,8 @@ import pandas as pd
 from scripts.demo_corpus import load_reviews
 from scripts.demo_vocab import build_vocab, write_vocab
 
+# Sizes over ernie-3.0-medium-zh's configuration (scripts/demo_models.py's
+# ERNIE_MEDIUM): task-type embeddings and all.
 TINY_ERNIE = dict(vocab_size=6000, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                   intermediate_size=64, max_position_embeddings=256)
 
@@ -24,13 +26,14 @@ def tiny_vocab(folder: str, size: int = TINY_ERNIE["vocab_size"]) -> str:
     return path
 
 
-def tiny_classifier(folder: str, seed: int = 0) -> str:
-    """A 2-layer ERNIE classifier saved like a fine-tuned checkpoint."""
+def tiny_classifier(folder: str, seed: int = 0, use_task_id: bool = True) -> str:
+    """A 2-layer ERNIE 3.0 classifier saved like a fine-tuned checkpoint
+    (without task-type embeddings, as older ERNIE checkpoints are, if asked)."""
     from scripts.demo_models import save_classifier
 
-    model_dir = os.path.join(folder, f"tiny_classifier_{seed}")
+    model_dir = os.path.join(folder, f"tiny_classifier_{seed}{'' if use_task_id else '_no_task_id'}")
     if not os.path.isfile(os.path.join(model_dir, "model_state.pdparams")):
-        save_classifier(model_dir, tiny_vocab(folder), seed=seed, **TINY_ERNIE)
+        save_classifier(model_dir, tiny_vocab(folder), seed=seed, use_task_id=use_task_id, **TINY_ERNIE)
     return model_dir
 
 
