@@ -18,7 +18,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from predictor.engine import EngineOptions
+from predictor.engines.options import EngineOptions
 from worker_processes import DEFAULT_STALL_TIMEOUT_S, WorkerFailed, ignore_interrupts, run_in_order, stop
 
 
@@ -52,15 +52,11 @@ def visible_gpu_ids() -> list[int]:
 
 
 def make_runner(spec: RunnerSpec):
-    if spec.task == "classify":
-        from predictor.classify import ClassifyRunner
+    from predictor.tasks import TASK_KINDS
 
-        return ClassifyRunner(spec.model_dir, spec.options)
-    if spec.task == "generate":
-        from predictor.generate import GenerateRunner
-
-        return GenerateRunner(spec.model_dir, spec.options, spec.settings)
-    raise ValueError(f"unknown task {spec.task!r}")
+    if spec.task not in TASK_KINDS:
+        raise ValueError(f"unknown task {spec.task!r}")
+    return TASK_KINDS[spec.task].runner(spec.model_dir, spec.options, spec.settings)
 
 
 _runner = None  # the runner of this worker process

@@ -78,7 +78,7 @@ def frame_for_generation(
     the target). gen_encode's position ids restart at 0 on the start token and
     its mask shows the whole source to every position and hides only the start
     token from the source, so neither needs storing: both follow from the
-    length (see predictor/generate.py).
+    length (see predictor/generate/runner.py).
     """
     title_part = np.empty(0, dtype=np.int64)
     title_truncated = title_ids is not None and len(title_ids) > max_title_len - 1

@@ -83,7 +83,7 @@ def run_batches(input_path: str, model_dir: str, max_seq_len: int) -> tuple[int,
 
 
 def onnxruntime_side(model: str | bytes, threads: int):
-    from predictor.engine_onnxruntime import load_session
+    from predictor.engines.onnx_runtime import load_session
 
     session = load_session(model, threads)
     return lambda feeds: session.run(None, feeds)[0]
@@ -126,8 +126,8 @@ def timed_passes(sides: dict, rows: int, batches: list, runs: int) -> tuple[dict
 
 
 def rerun_rule_draws(fp32: np.ndarray, int8: np.ndarray, draws: int, min_agreement: float) -> dict:
-    from predictor.low_margin import corrected, fit_margin_rule, rows_to_rerun
-    from predictor.quantize import guard_rows
+    from predictor.classify.low_margin import corrected, fit_margin_rule, rows_to_rerun
+    from predictor.classify.int8_guard import guard_rows
 
     rerun_shares, agreements = [], []
     for seed in range(draws):
@@ -169,8 +169,8 @@ def fp32_group_mixes(fp32_path: str, rows: int, batches: list, reference: np.nda
                      threads: int, draws: int, min_agreement: float) -> dict:
     import onnx
 
-    from predictor.low_margin import fit_margin_rule
-    from predictor.quantize import cpu_has_vnni, quantised, weighted_nodes_by_layer
+    from predictor.classify.low_margin import fit_margin_rule
+    from predictor.conversions.int8_weights import cpu_has_vnni, quantised, weighted_nodes_by_layer
 
     model = onnx.load(fp32_path)
     layers, _ = weighted_nodes_by_layer(model)
@@ -206,8 +206,8 @@ def main() -> None:
     args = parser.parse_args()
     keep_caches_in_repo()
 
-    from predictor.engine_onnxruntime import ONNX_FILE
-    from predictor.onnx_conversion import paddle_to_onnx
+    from predictor.engines.onnx_runtime import ONNX_FILE
+    from predictor.conversions.onnx_model import paddle_to_onnx
 
     with tempfile.TemporaryDirectory(prefix="cpu_engines_") as scratch:
         folders = harness_models(args.input, args.model_dir, scratch, args.max_seq_len)

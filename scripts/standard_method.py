@@ -87,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
 
     keep_caches_in_repo()  # before paddlenlp is imported
     from predictor.checkpoint import read_checkpoint
-    from predictor.classify import class_labels
-    from predictor.decoding import DecodeSettings
+    from predictor.classify.classifier import class_labels
+    from predictor.generate.decoding import DecodeSettings
     from preprocess.input_table import ColumnNames, read_input_table
     from submit.detokenize import detokenizer
     from submit.submission_frames import classification_frame, generation_frame

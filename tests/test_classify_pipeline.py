@@ -13,7 +13,7 @@ import pytest
 
 import pipeline
 from predictor.checkpoint import read_checkpoint
-from predictor.classify import build_classifier, probabilities_layer
+from predictor.classify.classifier import build_classifier, probabilities_layer
 from predictor.pruning import full_vocab, prune_vocab
 from scripts.standard_method import classify_standard
 from tests.tiny_checkpoints import review_texts, tiny_classifier, write_reviews_csv

@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 import pytest
 
-from predictor.engine import EngineOptions
-from predictor.engine_paddle import paddle_config
+from predictor.engines.options import EngineOptions
+from predictor.engines.paddle_inference import paddle_config
 from predictor.workers import plan_engine_options
 
 
@@ -82,17 +82,21 @@ def test_tensorrt_program_loads_as_fp32_since_its_engines_carry_the_precision(mo
 
 
 def test_tensorrt_shape_range_covers_every_batch_the_batcher_may_send():
-    from predictor.tensorrt import DEFAULT_MAX_ROWS, shapes_for
+    from predictor.conversions.tensorrt import DEFAULT_MAX_ROWS, shapes_for
 
     assert shapes_for(None, 128).ranges() == {"min": (1, 1), "opt": (32, 128), "max": (DEFAULT_MAX_ROWS, 128)}
     assert shapes_for(8, 64).ranges() == {"min": (1, 1), "opt": (8, 64), "max": (8, 64)}
 
 
 def test_tensorrt_caps_classification_batches_and_changes_the_export_key():
-    from pipeline import ClassifyTask, parse_args
+    from pipeline import engine_options, parse_args
+    from predictor.classify.task import ClassifyTask
 
-    plain = ClassifyTask(parse_args(["in.csv", "model", "out.csv", "--device", "gpu"]), checkpoint=None)
-    trt = ClassifyTask(parse_args(["in.csv", "model", "out.csv", "--device", "gpu", "--tensorrt"]), checkpoint=None)
+    def task(*argv: str) -> ClassifyTask:
+        args = parse_args(["in.csv", "model", "out.csv", "--device", "gpu", *argv])
+        return ClassifyTask(args, checkpoint=None, options=engine_options(args, ClassifyTask))
+
+    plain, trt = task(), task("--tensorrt")
     assert plain.max_batch_rows is None and plain.export_key_parts() == {}
     assert trt.max_batch_rows == 256
     assert trt.export_key_parts() == {"tensorrt": {"max_rows": 256, "max_seq_len": 128, "opt_rows": 32}}
@@ -111,7 +115,7 @@ def test_tensorrt_refuses_what_it_cannot_do(argv, message, capsys):
 
 
 def test_tensorrt_conversion_says_what_it_needs_on_a_build_without_it(tmp_path):
-    from predictor.tensorrt import export_converted, shapes_for
+    from predictor.conversions.tensorrt import export_converted, shapes_for
 
     written = []
     with pytest.raises(RuntimeError, match="paddlepaddle-gpu build with TensorRT"):

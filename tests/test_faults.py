@@ -65,7 +65,7 @@ def test_a_window_hands_out_calls_only_as_results_are_taken():
 
 
 def test_a_half_written_cache_entry_is_never_used(tmp_path):
-    from predictor.export import cached_export
+    from predictor.conversions.export_cache import cached_export
 
     key = "0123abcd"
     broken = tmp_path / key  # a killed run's entry: files, but not the marker written last

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import pipeline
-from predictor.decoding import DecodeSettings
+from predictor.generate.decoding import DecodeSettings
 from predictor.pruning import prune_vocab
 from scripts.standard_method import generate_standard
 from submit.detokenize import SPECIAL_TOKENS, detokenizer, text_pieces
@@ -183,9 +183,9 @@ def test_int8_generation_carries_its_agreement_with_fp32_and_runs_int8_kernels(w
 
 def test_a_conversion_that_moves_the_logits_is_refused_with_the_way_on(workdir, model_dir, sources, monkeypatch,
                                                                        capsys, tmp_path):
-    from predictor import decoder_conversion
+    from predictor.generate import onnx_decoder
 
-    monkeypatch.setattr(decoder_conversion, "LOGIT_TOLERANCE", -1.0)  # any difference is too much
+    monkeypatch.setattr(onnx_decoder, "LOGIT_TOLERANCE", -1.0)  # any difference is too much
     input_path = write_reviews_csv(os.path.join(workdir, "refused.csv"), sources[:4])
     output = str(tmp_path / "refused_out.csv")
     assert pipeline.main([input_path, model_dir, output, "--quiet", "--cache-dir", str(tmp_path / "cache")]) == 2
@@ -194,7 +194,7 @@ def test_a_conversion_that_moves_the_logits_is_refused_with_the_way_on(workdir, 
 
 
 def test_step_time_categories():
-    from predictor.decoder_conversion import step_category
+    from predictor.generate.onnx_decoder import step_category
 
     vocab = 500
     assert step_category("MatMul", [[8, 64], [64, 192]], vocab) == "weight_gemms"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from predictor.low_margin import (MarginRule, corrected, cross_checked_agreement, fit_margin_rule, margins,
+from predictor.classify.low_margin import (MarginRule, corrected, cross_checked_agreement, fit_margin_rule, margins,
                                   rerun_low_margin_rows, rerun_threshold, rows_to_rerun)
 
 BUDGET = 0.0025  # half of what --min-agreement 0.995 allows

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from predictor.decoding import DecodeSettings, RunnerUpLog, SpecialIds, decode
+from predictor.generate.decoding import DecodeSettings, RunnerUpLog, SpecialIds, decode
 from scripts import check_accuracy
 from submit.accuracy import SubmissionMismatch, divergence, divergence_report
 from submit.write_submission import write_jsonl

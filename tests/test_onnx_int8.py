@@ -13,16 +13,18 @@ import pytest
 
 import pipeline
 from predictor.checkpoint import read_checkpoint
-from predictor.classify import export_classifier
-from predictor.engine import EngineOptions, choose_engine
-from predictor.engine_onnxruntime import ONNX_FILE, adopt_session, load_session
-from predictor.engine_paddle import PaddleEngine
-from predictor.onnx_conversion import TransformerShape, convert, run_session
+from predictor.classify.classifier import export_classifier
+from predictor.engines.choice import choose_engine
+from predictor.engines.options import EngineOptions
+from predictor.engines.onnx_runtime import ONNX_FILE, adopt_session, load_session
+from predictor.engines.paddle_inference import PaddleEngine
+from predictor.conversions.onnx_model import TransformerShape, convert, run_session
 from predictor.pruning import full_vocab
-from predictor import quantize
-from predictor.first_token import split_first_token
-from predictor.quantize import (GuardSamples, GuardSettings, quantise_guarded, quantised,
-                                weighted_nodes_by_layer)
+from predictor.classify import int8_guard
+from predictor.conversions.first_token import split_first_token
+from predictor.classify.int8_guard import GuardSamples, GuardSettings, quantise_guarded
+from predictor.conversions import int8_weights
+from predictor.conversions.int8_weights import quantised, weighted_nodes_by_layer
 from tests.tiny_checkpoints import TINY_ERNIE, review_texts, tiny_classifier, write_reviews_csv
 
 SHAPE = TransformerShape(num_heads=TINY_ERNIE["num_attention_heads"], hidden_size=TINY_ERNIE["hidden_size"])
@@ -63,11 +65,9 @@ def onnx_dir(workdir, paddle_dir, feeds):
 
 
 def test_auto_engine_is_onnx_runtime_on_cpu_and_paddle_elsewhere():
-    assert choose_engine("auto", "cpu", "classify") == "onnxruntime"
-    assert choose_engine("auto", "gpu", "classify") == "paddle"
-    assert choose_engine("auto", "cpu", "generate") == "onnxruntime"
-    assert choose_engine("auto", "gpu", "generate") == "paddle"
-    assert choose_engine("paddle", "cpu", "classify") == "paddle"
+    assert choose_engine("auto", "cpu") == "onnxruntime"
+    assert choose_engine("auto", "gpu") == "paddle"
+    assert choose_engine("paddle", "cpu") == "paddle"
     with pytest.raises(ValueError, match="ONNX Runtime engine is the CPU path"):
         EngineOptions(engine="onnxruntime", device="gpu")
     with pytest.raises(ValueError, match="int8 runs on the ONNX Runtime engine"):
@@ -117,7 +117,7 @@ def test_guard_quantises_every_layer_when_agreement_holds(workdir, onnx_dir, fee
     assert report["margin_rule"]["error_scale"] > 0 and 0 <= report["rerun_fraction"] <= 1
     assert int8_ops(os.path.join(workdir, "int8_all")) == {"DynamicQuantizeMatMul", "QAttention"}
     # The held-back rows' fp32 outputs are kept for the submission, each with its input row.
-    rows, probabilities = quantize.held_back_fp32(os.path.join(workdir, "int8_all"))
+    rows, probabilities = int8_guard.held_back_fp32(os.path.join(workdir, "int8_all"))
     fp32 = np.concatenate([outputs[0] for outputs in run_session(os.path.join(onnx_dir, ONNX_FILE), feeds, 1)])
     assert rows.tolist() == list(range(17, 9, -1)) and np.allclose(probabilities, fp32, atol=1e-6)
 
@@ -128,7 +128,7 @@ def test_guard_keeps_the_most_sensitive_layer_in_fp32_when_agreement_is_too_low(
     too_low = everything["attempts"][0]["agreement"]
     # Re-running low-margin rows is ruled out (whether INT8 moves a label on
     # these few rows depends on the CPU's INT8 kernels), so layers must go back.
-    monkeypatch.setattr(quantize, "cross_checked_agreement", lambda reference, outputs, max_disagreement: 0.0)
+    monkeypatch.setattr(int8_guard, "cross_checked_agreement", lambda reference, outputs, max_disagreement: 0.0)
     required = too_low + 1e-5  # the report rounds agreement to 5 decimals
     report = guard(onnx_dir, os.path.join(workdir, "int8_guarded"), feeds, required, closeness)
     assert report["attempts"][0]["int8_agreement"] == too_low and report["attempts"][0]["cost"] is None
@@ -205,8 +205,8 @@ def test_int8_splits_graphs_with_separate_embedding_lookups(workdir, feeds):
     LayerNormalization after the lookups, as ERNIE 3.0's task-type lookup
     used to leave): the split still runs every multiply over all tokens but
     the first in int8."""
-    from predictor.classify import build_classifier, probabilities_layer
-    from predictor.export import save_static
+    from predictor.classify.classifier import build_classifier, probabilities_layer
+    from predictor.conversions.export_cache import save_static
     import paddle
 
     checkpoint = read_checkpoint(tiny_classifier(workdir))
@@ -220,12 +220,12 @@ def test_int8_splits_graphs_with_separate_embedding_lookups(workdir, feeds):
     assert "EmbedLayerNormalization" not in {node.op_type for node in unfused.graph.node}
     layers, _ = weighted_nodes_by_layer(unfused)
     int8 = quantised(unfused, {name for group in layers for name in group}, reduce_range=False, first_token_fp32=True)
-    census = quantize.multiplies_by_layer(int8)
+    census = int8_weights.multiplies_by_layer(int8)
     assert [layer["int8"] for layer in census] == [4, 2] and census[0]["fp32"] == 0
-    assert quantize.layers_not_int8(census, [0, 1]) == []
+    assert int8_weights.layers_not_int8(census, [0, 1]) == []
     # Without the split's stream sources, all of layer 0 would stay fp32: that is what is flagged.
-    plain = quantize.multiplies_by_layer(unfused)
-    assert quantize.layers_not_int8(plain, [0, 1]) == [0, 1]
+    plain = int8_weights.multiplies_by_layer(unfused)
+    assert int8_weights.layers_not_int8(plain, [0, 1]) == [0, 1]
 
 
 @pytest.mark.parametrize("use_task_id", [True, False])
@@ -240,7 +240,7 @@ def test_the_guarded_int8_graph_runs_what_the_guard_reports(workdir, use_task_id
     int8 = report["int8"]
     assert int8["int8"] and int8["planned_int8_but_fp32"] == []
     written = onnx.load(os.path.join(workdir, "exports", int8["key"], ONNX_FILE))
-    census = quantize.multiplies_by_layer(written)
+    census = int8_weights.multiplies_by_layer(written)
     assert census == int8["multiplies"]
     expected = {0: 4, 1: 2}  # fused layer: attention, out-projection, feed-forward x2; last: keys, values
     assert {layer["layer"]: layer["int8"] for layer in census} == {i: expected[i] for i in int8["int8_layers"]}
@@ -258,17 +258,17 @@ def run_pipeline(workdir, name, model_dir, rows, *options) -> dict:
 @pytest.mark.parametrize("chunking", [[], ["--chunk-rows", "8"]])
 def test_low_margin_rows_are_rerun_in_fp32_and_replace_the_int8_outputs(workdir, monkeypatch, chunking):
 
-    guarded = quantize.cached_int8_model
+    guarded = int8_guard.cached_int8_model
 
     def every_row_low(*args, **kwargs):  # a rule whose threshold no row clears
         folder, report = guarded(*args, **kwargs)
         return folder, {**report, "margin_rule": {"offset": [0.3, -0.3], "error_scale": 0.0, "floor": 1e9,
                                         "max_disagreement": 0.0}}
 
-    monkeypatch.setattr(quantize, "cached_int8_model", every_row_low)
+    monkeypatch.setattr(int8_guard, "cached_int8_model", every_row_low)
     # 10 of the 30 rows held back: their fp32 outputs come from the guard.
     held_back = np.array([0, 3, 4, 9, 12, 17, 18, 25, 28, 29])
-    monkeypatch.setattr(quantize, "guard_rows", lambda rows: (held_back, held_back))
+    monkeypatch.setattr(int8_guard, "guard_rows", lambda rows: (held_back, held_back))
     texts = review_texts(30, start=700)
     model = tiny_classifier(workdir)
     fp32 = run_pipeline(workdir, "rerun_fp32", model, texts)

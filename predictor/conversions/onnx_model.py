@@ -24,9 +24,9 @@ from typing import Callable
 import numpy as np
 
 from predictor.checkpoint import CheckpointError
-from predictor.engine import EngineOptions
-from predictor.engine_onnxruntime import ONNX_FILE, load_session
-from predictor.engine_paddle import PARAMS_FILE, PROGRAM_FILE, PaddleEngine
+from predictor.engines.options import EngineOptions
+from predictor.engines.onnx_runtime import ONNX_FILE, load_session
+from predictor.engines.paddle_inference import PARAMS_FILE, PROGRAM_FILE, PaddleEngine
 
 CONVERSION_REPORT = "conversion.json"
 OPSET = 14
@@ -156,7 +156,7 @@ def cached_onnx_model(cache_dir: str, paddle_key: str, key_parts: dict,
                       convert_into: Callable[[str], dict]) -> tuple[str, dict]:
     """(folder of the converted model, conversion report), converted by
     `convert_into(folder)` once per Paddle export and converter versions."""
-    from predictor.export import cached_export, export_key, package_version
+    from predictor.conversions.export_cache import cached_export, export_key, package_version
 
     key = export_key({"from": paddle_key, "step": "onnx", "opset": OPSET, **key_parts,
                       "onnxruntime": package_version("onnxruntime"), "paddle2onnx": package_version("paddle2onnx")})

@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
-from predictor.engine_paddle import PROGRAM_FILE
+from predictor.engines.paddle_inference import PROGRAM_FILE
 
 # Rows per batch when TensorRT is on and --max-batch-rows is not given: a
 # profile's max shape sizes its activation memory, and a token budget alone

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from typing import Callable
 
-from predictor.engine_paddle import PROGRAM_FILE
+from predictor.engines.paddle_inference import PROGRAM_FILE
 
 # Bump when the exported programs' inputs/outputs change meaning.
 EXPORT_FORMAT = 3

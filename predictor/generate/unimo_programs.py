@@ -192,7 +192,7 @@ class EagerProgram:
     converted program is checked against, without loading a predictor."""
 
     def __init__(self, thin, name: str):
-        from predictor.engine_paddle import PaddleArrays
+        from predictor.engines.paddle_inference import PaddleArrays
 
         self.thin, self.name, self.arrays = thin, name, PaddleArrays()
         self.flat_inputs = 4 if name == PROMPT_PROGRAM else 5
@@ -215,7 +215,7 @@ def export_unimo_programs(model, model_dir: str):
     import paddle
     from paddle.static import InputSpec
 
-    from predictor.export import save_static
+    from predictor.conversions.export_cache import save_static
 
     thin = thin_unimo_layer(model)
     layers = model.config.num_hidden_layers

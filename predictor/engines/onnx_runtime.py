@@ -1,8 +1,8 @@
 """ONNX Runtime behind the engine seam: one CPU session over model.onnx.
 
-The model folder is what predictor/onnx_conversion.py (fp32, transformer
-fusions checked against the Paddle program), predictor/quantize.py (INT8
-under the accuracy guard) or predictor/decoder_conversion.py (generation)
+The model folder is what predictor/conversions/onnx_model.py (fp32, transformer
+fusions checked against the Paddle program), predictor/classify/int8_guard.py (INT8
+under the accuracy guard) or predictor/generate/onnx_decoder.py (generation)
 wrote; this file only loads and runs it.
 
 A model saved already optimised (`save_optimised`: ONNX Runtime's own
@@ -17,7 +17,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from predictor.engine import EngineOptions, NumpyArrays
+from predictor.engines.options import EngineOptions
 
 ONNX_FILE = "model.onnx"
 OPTIMISED_WEIGHTS = "model.weights"
@@ -112,6 +112,49 @@ def cpu_identity() -> str:
 
         lines = [platform.processor()]
     return hashlib.blake2b("".join(lines).encode(), digest_size=8).hexdigest()
+
+
+class NumpyArrays:
+    """The few array operations a decoder needs on an engine's resident values,
+    for engines whose memory is the host's (the ONNX Runtime CPU engine);
+    predictor/engines/paddle_inference.py has the same for Paddle Tensors."""
+
+    @staticmethod
+    def zeros(shape: list[int]) -> np.ndarray:
+        return np.zeros(shape, dtype=np.float32)
+
+    @staticmethod
+    def take_rows(x: np.ndarray, index: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(x[index])
+
+    @staticmethod
+    def put_position(buffer: np.ndarray, position: int, values: np.ndarray) -> None:
+        buffer[:, :, position:position + 1, :] = values
+
+    @staticmethod
+    def widened(buffer: np.ndarray, width: int) -> np.ndarray:
+        wider = np.zeros(buffer.shape[:2] + (width,) + buffer.shape[3:], dtype=buffer.dtype)
+        wider[:, :, :buffer.shape[2]] = buffer
+        return wider
+
+    @staticmethod
+    def stack_rows(parts: list[np.ndarray], width: int) -> np.ndarray:
+        """[rows_i, H, width_i, D] blocks -> one [sum rows_i, H, width, D], each
+        right-aligned (zeros on the left)."""
+        rows = sum(len(part) for part in parts)
+        # Only the padding is zeroed: a job's prompt cache is hundreds of MB.
+        out = np.empty((rows, parts[0].shape[1], width) + parts[0].shape[3:], dtype=parts[0].dtype)
+        first = 0
+        for part in parts:
+            pad = width - part.shape[2]
+            out[first:first + len(part), :, :pad] = 0.0
+            out[first:first + len(part), :, pad:] = part
+            first += len(part)
+        return out
+
+    @staticmethod
+    def to_numpy(x: np.ndarray) -> np.ndarray:
+        return x
 
 
 class OnnxRuntimeEngine:

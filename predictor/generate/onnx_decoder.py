@@ -1,6 +1,6 @@
 """Export step: generation's prompt and step programs -> ONNX, checked, with a step profile.
 
-paddle2onnx converts both cached-decoding programs (predictor/unimo_programs.py);
+paddle2onnx converts both cached-decoding programs (predictor/generate/unimo_programs.py);
 ONNX Runtime's own graph optimisations at load time (Gemm + bias +
 activation, LayerNormalization) are all the fusion they need: the
 transformer optimizer's Attention fusion does not apply to attention over an
@@ -29,60 +29,16 @@ from collections import defaultdict
 
 import numpy as np
 
-from predictor.engine import EngineOptions
-from predictor.engine_onnxruntime import ONNX_FILE
-from predictor.onnx_conversion import ConversionError, paddle_to_onnx
-from predictor.unimo_programs import PROMPT_PROGRAM, STEP_PROGRAM
+from predictor.engines.options import EngineOptions
+from predictor.conversions.onnx_model import ConversionError, paddle_to_onnx
+from predictor.generate.probe import PROBE_LENGTHS, PROBE_STEPS, probe_logits, probe_job, read_probe_reference
+from predictor.generate.unimo_programs import PROMPT_PROGRAM, STEP_PROGRAM
 
-PROBE_STEPS = 4
 # Largest logit difference from the Paddle programs accepted as fp32 rounding
 # (logits, not probabilities; measured ~1e-5 on the 12-layer demo model).
 LOGIT_TOLERANCE = 1e-3
 GEMM_OPS = ("MatMul", "FusedMatMul", "Gemm", "FusedGemm", "MatMulInteger", "DynamicQuantizeMatMul",
             "MatMulIntegerToFloat")
-PROBE_FILE = "probe_reference.npz"
-PROBE_LENGTHS = (11, 6, 2)
-
-
-def probe_logits(decoder, job: dict, steps: int) -> list[np.ndarray]:
-    """Logits of the prompt pass and `steps` steps, every row fed token 5 + step
-    (any fixed ids do: both sides must agree on the same arithmetic)."""
-    rows = len(job["lengths"])
-    logits = [decoder.start(job)]
-    for step in range(steps):
-        logits.append(decoder.advance(np.full(rows, 5 + step, np.int64), np.arange(rows)))
-    return logits
-
-
-def probe_job(vocab_size: int) -> dict:
-    """Fixed, left-padded rows of PROBE_LENGTHS ids; the last position is the
-    start token (token type 1), as a framed source's is."""
-    from predictor.generate import left_padded
-
-    ids = np.random.default_rng(0).integers(5, vocab_size, size=sum(PROBE_LENGTHS))
-    rows, first = [], 0
-    for length in PROBE_LENGTHS:
-        types = np.zeros(length, np.int64)
-        types[-1] = 1
-        rows.append((ids[first:first + length], types))
-        first += length
-    lengths = np.asarray(PROBE_LENGTHS, np.int64)
-    padded_ids, padded_types = left_padded(rows, lengths, pad_id=0)
-    return {"input_ids": padded_ids, "token_type_ids": padded_types, "lengths": lengths}
-
-
-def write_probe_reference(thin, model_dir: str, vocab_size: int) -> None:
-    from predictor.generate import CachedDecoder
-    from predictor.unimo_programs import EagerProgram
-
-    decoder = CachedDecoder(EagerProgram(thin, PROMPT_PROGRAM), EagerProgram(thin, STEP_PROGRAM), PROBE_STEPS + 1)
-    logits = probe_logits(decoder, probe_job(vocab_size), PROBE_STEPS)
-    np.savez(os.path.join(model_dir, PROBE_FILE), *logits)
-
-
-def read_probe_reference(model_dir: str) -> list[np.ndarray]:
-    with np.load(os.path.join(model_dir, PROBE_FILE)) as stored:
-        return [stored[f"arr_{i}"] for i in range(len(stored.files))]
 
 
 def step_category(op: str, input_shapes: list[list[int]], vocab_size: int) -> str:
@@ -147,10 +103,10 @@ def weights_as_initializers(model) -> None:
 def int8_weights(model: bytes) -> bytes:
     """Every MatMul with a weight (the linear layers and the LM head) on
     per-column int8 weights, its input quantised on the fly; attention over
-    the cache stays fp32. No VNNI: 7-bit weights (predictor/quantize.py)."""
+    the cache stays fp32. No VNNI: 7-bit weights (predictor/classify/int8_guard.py)."""
     import onnx
 
-    from predictor.quantize import cpu_has_vnni, quantised
+    from predictor.conversions.int8_weights import cpu_has_vnni, quantised
 
     graph = onnx.load_from_string(model)
     weights_as_initializers(graph)
@@ -162,7 +118,7 @@ def int8_weights(model: bytes) -> bytes:
 
 def convert_program(paddle_dir: str, folder: str, program: str, precision: str, threads: int) -> None:
     """One program -> ONNX (-> INT8 weights) -> optimised for this CPU, saved."""
-    from predictor.engine_onnxruntime import save_optimised
+    from predictor.engines.onnx_runtime import save_optimised
 
     model = paddle_to_onnx(os.path.join(paddle_dir, program))
     if precision == "int8":
@@ -177,10 +133,10 @@ def convert_generator(paddle_dir: str, folder: str, profile_job: dict, vocab_siz
     this CPU, and folder/conversion.json."""
     import tempfile
 
-    from predictor.engine import open_engine
-    from predictor.engine_onnxruntime import OnnxRuntimeEngine
-    from predictor.generate import CachedDecoder
-    from predictor.onnx_conversion import CONVERSION_REPORT, OPSET
+    from predictor.engines.choice import open_engine
+    from predictor.engines.onnx_runtime import OnnxRuntimeEngine
+    from predictor.generate.cached_decoder import CachedDecoder
+    from predictor.conversions.onnx_model import CONVERSION_REPORT, OPSET
 
     started = time.perf_counter()
     for program in (PROMPT_PROGRAM, STEP_PROGRAM):

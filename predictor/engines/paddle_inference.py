@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from predictor.engine import EngineOptions
+from predictor.engines.options import EngineOptions
 
 PROGRAM_FILE = "inference.json"
 PARAMS_FILE = "inference.pdiparams"
@@ -39,7 +39,7 @@ def paddle_config(model_dir: str, options: EngineOptions):
         # Half turns on PIR's auto_mixed_precision_pass; inputs and outputs stay
         # int64/fp32 so the pipeline code is the same for both precisions. A
         # TensorRT-converted program already carries its engines' precision
-        # (predictor/tensorrt.py), so it loads as a plain fp32 program.
+        # (predictor/conversions/tensorrt.py), so it loads as a plain fp32 program.
         half = options.precision == "fp16" and not options.tensorrt
         precision = inference.PrecisionType.Half if half else inference.PrecisionType.Float32
         config.enable_use_gpu(options.gpu_memory_pool_mb, options.gpu_id, precision)

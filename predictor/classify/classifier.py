@@ -3,7 +3,7 @@
 The exported program takes right-padded token ids and token types and returns
 class probabilities. It is a thin forward over the checkpoint's own
 ErnieForSequenceClassification parameters, held in paddle.nn layers (as
-predictor/unimo_programs.py does for generation), op for op PaddleNLP's
+predictor/generate/unimo_programs.py does for generation), op for op PaddleNLP's
 embeddings and post-LayerNorm encoder, with two
 differences that change no result beyond fp32 rounding:
 
@@ -21,8 +21,9 @@ from __future__ import annotations
 import numpy as np
 
 from predictor.checkpoint import Checkpoint
-from predictor.engine import EngineOptions, open_engine
-from predictor.export import save_static
+from predictor.engines.choice import open_engine
+from predictor.engines.options import EngineOptions
+from predictor.conversions.export_cache import save_static
 from predictor.pruning import PrunedVocab, prune_rows
 
 WORD_EMBEDDINGS = "ernie.embeddings.word_embeddings.weight"

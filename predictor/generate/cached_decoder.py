@@ -1,63 +1,25 @@
-"""Text generation (UNIMO-text): export, the cached step engine, the runner.
+"""Generation's step engine: the prompt and step programs over a key/value
+cache that stays in the engine's memory, on any engine behind the seam.
 
 A job is a batch of framed sources, left-padded (the last position is every
 row's start token, as generate() needs): input_ids and token_type_ids
-[B, L] and lengths [B]. The runner returns each row's generated ids in the
-model's vocabulary (pruned or not), eos excluded.
+[B, L] and lengths [B].
 """
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
 from predictor.batching import length_sorted_batches
-from predictor.checkpoint import Checkpoint
-from predictor.decoding import DecodeSettings, RunnerUpLog, RunnerUps, SpecialIds, decode
-from predictor.engine import EngineOptions, open_engine
-from predictor.pruning import PrunedVocab, prune_rows
-from predictor.unimo_programs import PROMPT_PROGRAM, STEP_PROGRAM, export_unimo_programs, unimo_parameters
+from predictor.engines.choice import open_engine
+from predictor.engines.options import EngineOptions
+from predictor.generate.unimo_programs import PROMPT_PROGRAM, STEP_PROGRAM
 
-WORD_EMBEDDINGS = "unimo.embeddings.word_embeddings.weight"
-# save_pretrained also stores the tied LM-head weight under its own name.
-VOCABULARY_ROWS = (WORD_EMBEDDINGS, "lm_head.decoder_weight", "lm_head.decoder_bias")
 # Masked attention logits; exp() of it underflows to exactly 0 in fp32, like
 # generate()'s -1e4 / -1e9, so padding never changes a result.
 MASKED = -1e9
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    decode: DecodeSettings
-    special: SpecialIds  # in the model's (pruned) vocabulary
-    prompt_token_budget: int = 1024  # padded tokens per prompt pass
-    record_margins: bool = False  # greedy only: keep each step's runner-up and logit gap
-
-
-def special_ids(config: dict, vocab: PrunedVocab) -> SpecialIds:
-    """UNIMO's config ids mapped into the (pruned) model vocabulary."""
-    return SpecialIds(**{name: int(vocab.old_to_new[int(config[f"{name}_token_id"])])
-                         for name in ("unk", "pad", "bos", "eos")})
-
-
-def build_generator(checkpoint: Checkpoint, vocab: PrunedVocab):
-    """UNIMOLMHeadModel's parameters in dygraph with the pruned table; the LM
-    head is tied to the word embeddings, so it scores only the kept ids."""
-    weights = checkpoint.load_weights()
-    weights = prune_rows(weights, [name for name in VOCABULARY_ROWS if name in weights], vocab)
-    return checkpoint.build_model(unimo_parameters, dict(checkpoint.config, vocab_size=vocab.size), weights)
-
-
-def export_generator(checkpoint: Checkpoint, vocab: PrunedVocab, model_dir: str) -> None:
-    """The two decoding programs, and the eager thin layer's logits on a small
-    probe beside them (what a conversion to another engine is checked against)."""
-    from predictor.decoder_conversion import write_probe_reference
-
-    thin = export_unimo_programs(build_generator(checkpoint, vocab), model_dir)
-    write_probe_reference(thin, model_dir, vocab.size)
-
 
 def left_padded(rows, lengths: np.ndarray, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     """(ids, types) [len(rows), longest], each row right-aligned."""
@@ -229,42 +191,3 @@ def cached_decoder(model_dir: str, options: EngineOptions, max_positions: int,
     return CachedDecoder(open_engine(os.path.join(model_dir, PROMPT_PROGRAM), options),
                          open_engine(os.path.join(model_dir, STEP_PROGRAM), options), max_positions,
                          prompt_token_budget)
-
-
-@dataclass
-class DecodedBatch:
-    """One job's generated ids per row, and where its decoding time went."""
-    rows: list[np.ndarray]
-    steps: int
-    engine_s: float   # prompt passes and steps inside the engines
-    total_s: float    # the whole loop: engine + Python/numpy between steps
-    prompt_s: float   # the prompt passes' share of engine_s
-    runner_ups: list[RunnerUps] | None = None  # per row, when the settings record margins
-
-
-class GenerateRunner:
-    def __init__(self, model_dir: str, options: EngineOptions, settings: GenerationSettings):
-        # The start token plus every generated token but the last is fed back.
-        self.decoder = cached_decoder(model_dir, options, settings.decode.max_new_tokens, settings.prompt_token_budget)
-        self.settings = settings
-
-    def run(self, job: dict) -> DecodedBatch:
-        started, engine_before, prompt_before = time.perf_counter(), self.decoder.engine_s, self.decoder.prompt_s
-        runner_ups = RunnerUpLog(len(job["lengths"])) if self.settings.record_margins else None
-        rows = decode(self.decoder, job, len(job["lengths"]), self.settings.decode, self.settings.special, runner_ups)
-        return DecodedBatch(rows, self.decoder.steps, self.decoder.engine_s - engine_before,
-                            time.perf_counter() - started, self.decoder.prompt_s - prompt_before,
-                            runner_ups.per_row() if runner_ups else None)
-
-
-def decoding_report(batches: list[DecodedBatch]) -> dict:
-    """Per-step loop overhead next to model time, summed over all batches
-    (worker seconds: with several workers they overlap in wall time)."""
-    steps = sum(b.steps for b in batches)
-    engine_s, total_s = sum(b.engine_s for b in batches), sum(b.total_s for b in batches)
-    overhead_s = max(0.0, total_s - engine_s)
-    prompt_s = sum(b.prompt_s for b in batches)
-    return {"decode_steps": steps, "engine_s": round(engine_s, 3), "prompt_s": round(prompt_s, 3),
-            "steps_s": round(engine_s - prompt_s, 3), "loop_overhead_s": round(overhead_s, 3),
-            "loop_overhead_ms_per_step": round(1000 * overhead_s / max(steps, 1), 3),
-            "loop_overhead_share": round(overhead_s / total_s, 4) if total_s else 0.0}

@@ -1,0 +1,51 @@
+"""The engine seam's options: plain data that tests inspect and the timing
+report prints. predictor/engines/choice.py turns them into an engine.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+ENGINES = ("paddle", "onnxruntime")
+DEVICES = ("cpu", "gpu")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    engine: str = "paddle"
+    device: str = "cpu"
+    precision: str = "fp32"
+    cpu_threads: int = 1           # math-library threads per worker process
+    onednn: bool = True
+    onednn_cache_capacity: int = 10
+    gpu_id: int = 0                # filled in per worker process
+    gpu_memory_pool_mb: int = 512
+    tensorrt: bool = False         # the program was converted by predictor/conversions/tensorrt.py at export
+
+    def __post_init__(self):
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.device == "cpu" and self.precision == "fp16":
+            # oneDNN has no fp16 path for these ops, and bf16 is simulated (about
+            # 100x slower) on CPUs without avx512_bf16/AMX.
+            raise ValueError("precision fp16 needs --device gpu; the CPU path runs fp32 or int8")
+        if self.precision == "int8" and self.engine != "onnxruntime":
+            # oneDNN INT8 needs legacy-IR passes that PIR programs (Paddle 3.x) cannot use.
+            raise ValueError("precision int8 runs on the ONNX Runtime engine (CPU); Paddle Inference has no "
+                             "INT8 for PIR programs")
+        if self.engine == "onnxruntime" and self.device != "cpu":
+            raise ValueError("the ONNX Runtime engine is the CPU path; --device gpu runs Paddle Inference")
+        if self.device == "cpu" and self.tensorrt:
+            raise ValueError("TensorRT needs --device gpu")
+        if self.cpu_threads < 1:
+            raise ValueError(f"threads per worker must be >= 1, got {self.cpu_threads}")
+
+    def for_gpu(self, gpu_id: int) -> "EngineOptions":
+        return replace(self, gpu_id=gpu_id)
+
+    def describe(self) -> dict:
+        return asdict(self)
