@@ -24,11 +24,12 @@ from preprocess.wordpiece import read_vocab
 from predictor.batching import length_sorted_batches
 from predictor.checkpoint import CheckpointError, read_checkpoint
 from predictor.engines.choice import choose_engine
-from predictor.engines.options import EngineOptions
+from predictor.engines.options import EngineOptions, EngineUnavailable
 from predictor.pruning import full_vocab, prune_vocab
 from predictor.task_kind import TaskKind
 from predictor.tasks import TASK_KINDS
-from predictor.workers import RunnerSpec, WorkerPool, plan_engine_options, visible_gpu_ids
+from predictor.engines.gpus import visible_gpu_ids
+from predictor.workers import RunnerSpec, WorkerPool, plan_engine_options
 from submit.timing_plot import plot_path_for, write_timing_plot
 from submit.timing_report import StageTimer, format_table, repeat_summary, run_report
 from submit.write_submission import OutputError, write_json, write_table
@@ -42,10 +43,13 @@ REPO = os.path.dirname(os.path.abspath(__file__))
 # means running everything again.
 DEFAULT_RETRIES = 1
 
-# Measured on the demo (2000 rows, ONNX Runtime fp32, 2 cores, two runs
-# each): predict 36.4-37.4 s at 4096 tokens, 35.2-35.7 at 2048, 33.3-34.8 at
-# 1024, 34.7-34.8 at 512. Paddle Inference keeps the budget it was tuned at.
-DEFAULT_TOKEN_BUDGET = {"onnxruntime": 1024, "paddle": 4096}
+# Padded tokens per batch, by (engine, device). CPU: measured on the demo
+# (2000 rows, ONNX Runtime fp32, 2 cores, two runs each): predict 36.4-37.4 s
+# at 4096 tokens, 35.2-35.7 at 2048, 33.3-34.8 at 1024, 34.7-34.8 at 512.
+# GPU: ONNX Runtime CUDA fp16 on an H200 (docs/benchmarks.md). Paddle
+# Inference keeps the budget it was tuned at.
+DEFAULT_TOKEN_BUDGET = {("onnxruntime", "cpu"): 1024, ("onnxruntime", "gpu"): 32768,
+                        ("paddle", "cpu"): 4096, ("paddle", "gpu"): 4096}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -61,7 +65,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--task", choices=["auto", *TASK_KINDS], default="auto",
                         help="what the model does; auto reads config.json's architectures")
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
-                        help="gpu runs one worker process per visible GPU (needs paddlepaddle-gpu)")
+                        help="gpu runs one predictor process per visible GPU (ONNX Runtime's CUDA provider: "
+                             "GPU=1 bash scripts/setup.sh)")
     parser.add_argument("--workers", type=int, default=1,
                         help="CPU predictor processes (ignored on GPU)")
     parser.add_argument("--threads", type=int, default=None,
@@ -70,7 +75,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="tokenizer processes at most; inputs too small to gain from more use fewer")
     parser.add_argument("--token-budget", type=int, default=None,
                         help="padded tokens per batch (rows x longest row), for generation per prompt pass; "
-                             "default " + ", ".join(f"{n} on {e}" for e, n in DEFAULT_TOKEN_BUDGET.items()))
+                             "default " + ", ".join(f"{n} on {e} {d}" for (e, d), n in DEFAULT_TOKEN_BUDGET.items()))
     parser.add_argument("--chunk-rows", type=int, default=CHUNK_ROWS,
                         help="rows read, tokenised and predicted at a time; the tokenised input waits in a "
                              "temporary folder (TMPDIR) when it is more than one chunk, so memory does not grow "
@@ -78,17 +83,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--max-seq-len", type=int, default=128,
                         help="longer inputs are truncated, and counted in the timing report")
     parser.add_argument("--engine", choices=["auto", "paddle", "onnxruntime"], default="auto",
-                        help="auto: ONNX Runtime on CPU (the exported programs converted with paddle2onnx and "
-                             "checked against the model), Paddle Inference on GPU")
+                        help="auto: ONNX Runtime (the exported programs converted with paddle2onnx and checked "
+                             "against the model; CPU, or its CUDA provider on GPU); paddle: Paddle Inference")
     parser.add_argument("--precision", choices=["auto", "fp32", "fp16", "int8"], default="auto",
-                        help="auto: fp16 on GPU, fp32 on CPU; int8 (CPU, ONNX Runtime): classification runs "
+                        help="auto: fp16 on GPU (its agreement with fp32 reported), fp32 on CPU; int8 (CPU, ONNX "
+                             "Runtime): classification runs "
                              "under an accuracy guard that keeps layers in fp32 until --min-agreement holds; "
                              "generation gets int8 weights and reports its probe agreement with fp32")
     parser.add_argument("--min-agreement", type=float, default=0.995,
                         help="int8: least label agreement with fp32 on held-back rows of this input")
     parser.add_argument("--tensorrt", action="store_true",
-                        help="GPU classification: convert the exported program with paddle.tensorrt (engines "
-                             "built for up to --max-batch-rows rows, default 256, of --max-seq-len tokens)")
+                        help="GPU classification on Paddle Inference: convert the exported program with "
+                             "paddle.tensorrt (engines built for up to --max-batch-rows rows, default 256, of "
+                             "--max-seq-len tokens)")
+    parser.add_argument("--gpu-memory-limit-mb", type=int, default=0,
+                        help="GPU, ONNX Runtime: its CUDA memory arena at most this large (0: no limit); a batch "
+                             "that does not fit is run in halves"),
     parser.add_argument("--prune", action=argparse.BooleanOptionalAction, default=None,
                         help="shrink the word-embedding table (and a tied LM head) to the token ids this input "
                              "uses; default: on for classification (exact), off for generation (a pruned LM "
@@ -157,8 +167,12 @@ def special_token_ids(vocab_path: str) -> np.ndarray:
 def engine_options(args: argparse.Namespace, kind: type[TaskKind]) -> EngineOptions:
     precision = args.precision if args.precision != "auto" else ("fp16" if args.device == "gpu" else "fp32")
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
-    return EngineOptions(engine=choose_engine(args.engine, args.device), device=args.device, precision=precision,
-                         cpu_threads=threads, tensorrt=args.tensorrt, **kind.engine_defaults)
+    engine = "paddle" if args.tensorrt and args.engine == "auto" else choose_engine(args.engine, args.device)
+    options = EngineOptions(engine=engine, device=args.device, precision=precision, cpu_threads=threads,
+                            tensorrt=args.tensorrt, gpu_memory_limit_mb=args.gpu_memory_limit_mb,
+                            **kind.engine_defaults)
+    kind.check_engine(options)
+    return options
 
 
 def counted(batches: list, results: Iterator, bar) -> Iterator[tuple]:
@@ -222,7 +236,7 @@ def run_spilled(args: argparse.Namespace, progress: Progress, spill_folder: str)
     def model_input(rows: EncodedRows) -> EncodedRows:
         return rows.with_token_ids(vocab.to_pruned(rows.token_ids))
 
-    token_budget = args.token_budget or DEFAULT_TOKEN_BUDGET[options.engine]
+    token_budget = args.token_budget or DEFAULT_TOKEN_BUDGET[options.engine, options.device]
 
     def batches_for(rows: EncodedRows, only: np.ndarray | None = None) -> list:
         return length_sorted_batches(rows.lengths, task.job_token_budget(token_budget), task.max_batch_rows, only)
@@ -250,6 +264,9 @@ def run_spilled(args: argparse.Namespace, progress: Progress, spill_folder: str)
             key_parts, convert_into = task.onnx_conversion(model_dir, first_chunk, batches_for(first_chunk), pad_id,
                                                            vocab, options.cpu_threads)
             model_dir, engine_steps["onnx"] = cached_onnx_model(args.cache_dir, key, key_parts, convert_into)
+            if options.precision == "fp16":
+                model_dir, engine_steps["fp16"] = task.fp16_model(args.cache_dir, engine_steps["onnx"], model_dir,
+                                                                  len(encoded), jobs_for_rows)
 
     # Rows whose fp32 outputs came with the INT8 model: not predicted again.
     fp32_dir, fp32_rows, fp32_outputs = model_dir, np.zeros(0, np.int64), None
@@ -345,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         plot_path = None if args.no_plot else plot_path_for(timing_path)
         if plot_path:
             write_timing_plot(report, plot_path)
-    except (InputError, CheckpointError, OutputError, ScratchSpaceError) as err:
+    except (InputError, CheckpointError, OutputError, ScratchSpaceError, EngineUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except WorkerFailed as err:

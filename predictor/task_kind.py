@@ -31,6 +31,10 @@ class TaskKind:
     def check_arguments(args: argparse.Namespace) -> None:
         """Raise ValueError for options this kind cannot take together."""
 
+    @staticmethod
+    def check_engine(options) -> None:
+        """Raise ValueError for EngineOptions this kind cannot run on."""
+
     def __init__(self, args: argparse.Namespace, checkpoint, options):
         self.args, self.checkpoint, self.options = args, checkpoint, options
 
@@ -52,6 +56,11 @@ class TaskKind:
     def onnx_conversion(self, paddle_dir: str, model_input, batches, pad_id: int, vocab, threads: int):
         """(cache-key parts, convert_into(folder)) for the ONNX Runtime engine."""
         raise NotImplementedError
+
+    def fp16_model(self, cache_dir: str, onnx_step: dict, model_dir: str, rows: int, jobs_for_rows):
+        """--precision fp16 on ONNX Runtime: (model folder, report of its check
+        against the fp32 model)."""
+        raise ValueError(f"--precision fp16 on ONNX Runtime is not available for {self.name}")
 
     def guarded_model(self, cache_dir: str, onnx_step: dict, model_dir: str, encoded, jobs_for_rows):
         """--precision int8 after conversion: (model folder, report, rows whose

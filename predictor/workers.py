@@ -18,7 +18,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from predictor.engines.options import EngineOptions
+from predictor.engines.options import EngineOptions, EngineUnavailable
 from worker_processes import DEFAULT_STALL_TIMEOUT_S, WorkerFailed, ignore_interrupts, run_in_order, stop
 
 
@@ -36,19 +36,12 @@ def plan_engine_options(base: EngineOptions, workers: int, gpu_ids: list[int] | 
     GPU (`workers` is ignored); on CPU: `workers` identical processes."""
     if base.device == "gpu":
         if not gpu_ids:
-            raise ValueError("--device gpu but no GPU is visible (check CUDA_VISIBLE_DEVICES and paddlepaddle-gpu)")
+            raise EngineUnavailable("--device gpu but no GPU is visible (nvidia-smi lists none, or "
+                                    "CUDA_VISIBLE_DEVICES hides them all): run on a GPU machine or use --device cpu")
         return [base.for_gpu(gpu_id) for gpu_id in gpu_ids]
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     return [base] * workers
-
-
-def visible_gpu_ids() -> list[int]:
-    import paddle
-
-    if not paddle.device.is_compiled_with_cuda():
-        return []
-    return list(range(paddle.device.cuda.device_count()))
 
 
 def make_runner(spec: RunnerSpec):

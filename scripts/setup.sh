@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create the virtual environment (VENV, default .venv) with Python 3.10, 3.11
 # or 3.12 (PYTHON=/path/to/python, else pyenv's 3.10.13, then 3.12, then 3.11)
-# and install the pinned CPU stack. Safe to re-run.
+# and install the pinned CPU stack; GPU=1 puts ONNX Runtime's GPU build, with
+# its CUDA and cuDNN libraries, in place of the CPU build. Safe to re-run.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$here"
@@ -42,4 +43,11 @@ else
   echo "no $constraints: installing the newest versions requirements.txt allows" >&2
   "$venv/bin/python" -m pip install --quiet -r requirements.txt
 fi
-echo "environment ready: $venv (Python $version)"
+if [ "${GPU:-0}" = 1 ]; then
+  # The two builds share the onnxruntime module: only one may be installed.
+  # 1.31.1 is a CUDA 13 build (Python 3.11+); 1.23.2, the newest for 3.10, CUDA 12.
+  case "$version" in 3.10) ort_gpu=1.23.2 ;; *) ort_gpu=1.31.1 ;; esac
+  "$venv/bin/python" -m pip uninstall --quiet -y onnxruntime
+  "$venv/bin/python" -m pip install --quiet "onnxruntime-gpu[cuda,cudnn]==$ort_gpu"
+fi
+echo "environment ready: $venv (Python $version${GPU:+, GPU=$GPU})"

@@ -145,6 +145,11 @@ def format_table(report: dict) -> str:
         kept = "kept" if onnx["fusions_kept"] else "NOT kept (outputs moved; unfused graph runs)"
         lines.append(f"onnx: fusions {kept}: {fused}; max difference from the Paddle program "
                      f"{onnx['fused_max_abs_diff']:.1e}")
+    fp16 = report.get("fp16")
+    if fp16:
+        lines.append(f"fp16: label agreement with the fp32 model {fp16['label_agreement']:.4f}, largest probability "
+                     f"difference {fp16['max_prob_diff']:.1e}, on {fp16['sample_rows']} rows of this input "
+                     f"(both on the GPU{', cached' if fp16['cached'] else ''})")
     int8 = report.get("int8")
     if int8:
         if int8["int8"]:

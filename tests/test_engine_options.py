@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import pytest
 
-from predictor.engines.options import EngineOptions
+from predictor.engines.options import EngineOptions, EngineUnavailable
 from predictor.engines.paddle_inference import paddle_config
 from predictor.workers import plan_engine_options
 
@@ -27,7 +27,7 @@ def test_gpu_plan_is_one_fp16_worker_per_visible_gpu():
     plan = plan_engine_options(base, workers=5, gpu_ids=[0, 1, 3])
     assert [o.gpu_id for o in plan] == [0, 1, 3]
     assert {o.precision for o in plan} == {"fp16"}
-    with pytest.raises(ValueError, match="no GPU is visible"):
+    with pytest.raises(EngineUnavailable, match="no GPU is visible"):
         plan_engine_options(base, workers=1, gpu_ids=[])
 
 

@@ -64,14 +64,15 @@ def onnx_dir(workdir, paddle_dir, feeds):
     return folder
 
 
-def test_auto_engine_is_onnx_runtime_on_cpu_and_paddle_elsewhere():
+def test_auto_engine_is_onnx_runtime_and_paddle_when_asked():
     assert choose_engine("auto", "cpu") == "onnxruntime"
-    assert choose_engine("auto", "gpu") == "paddle"
+    assert choose_engine("auto", "gpu") == "onnxruntime"
     assert choose_engine("paddle", "cpu") == "paddle"
-    with pytest.raises(ValueError, match="ONNX Runtime engine is the CPU path"):
-        EngineOptions(engine="onnxruntime", device="gpu")
-    with pytest.raises(ValueError, match="int8 runs on the ONNX Runtime engine"):
+    assert EngineOptions(engine="onnxruntime", device="gpu", precision="fp16").device == "gpu"
+    with pytest.raises(ValueError, match="int8 runs on the ONNX Runtime engine on CPU"):
         EngineOptions(engine="paddle", precision="int8")
+    with pytest.raises(ValueError, match="int8 runs on the ONNX Runtime engine on CPU"):
+        EngineOptions(engine="onnxruntime", device="gpu", precision="int8")
 
 
 def test_fused_onnx_model_equals_the_paddle_program(onnx_dir, paddle_dir, feeds):

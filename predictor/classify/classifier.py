@@ -22,7 +22,7 @@ import numpy as np
 
 from predictor.checkpoint import Checkpoint
 from predictor.engines.choice import open_engine
-from predictor.engines.options import EngineOptions
+from predictor.engines.options import EngineOptions, EngineOutOfMemory
 from predictor.conversions.export_cache import save_static
 from predictor.pruning import PrunedVocab, prune_rows
 
@@ -192,11 +192,23 @@ def export_classifier(checkpoint: Checkpoint, vocab: PrunedVocab, model_dir: str
 
 
 class ClassifyRunner:
-    """Runs padded batches through the exported classifier in one process."""
+    """Runs padded batches through the exported classifier in one process. A
+    batch that does not fit in the GPU's memory is run in halves (rows are
+    independent, so the outputs are the same); `splits` counts how often."""
 
     def __init__(self, model_dir: str, options: EngineOptions):
         self.engine = open_engine(model_dir, options)
+        self.splits = 0
 
     def run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        (probabilities,) = self.engine.run(batch)
-        return probabilities
+        try:
+            (probabilities,) = self.engine.run(batch)
+            return probabilities
+        except EngineOutOfMemory:
+            rows = len(batch["input_ids"])
+            if rows == 1:
+                raise
+            self.splits += 1
+            half = rows // 2
+            return np.concatenate([self.run({name: value[:half] for name, value in batch.items()}),
+                                   self.run({name: value[half:] for name, value in batch.items()})])

@@ -70,6 +70,16 @@ class ClassifyTask(TaskKind):
         probe = list(self.jobs(model_input, [spread(batches[0]), spread(batches[-1])], pad_id))
         return {"shape": vars(shape)}, lambda folder: convert(paddle_dir, folder, shape, probe, threads)
 
+    def fp16_model(self, cache_dir: str, onnx_step: dict, model_dir: str, rows: int, jobs_for_rows):
+        from predictor.conversions.fp16 import SAMPLE_ROWS, cached_fp16_model
+        from predictor.engines.onnx_runtime import GpuPlacement
+
+        def sample() -> list[dict]:
+            picked = np.sort(np.random.default_rng(0).permutation(rows)[:SAMPLE_ROWS])
+            return list(jobs_for_rows(picked)[1])
+
+        return cached_fp16_model(cache_dir, onnx_step["key"], model_dir, sample, GpuPlacement.of(self.options))
+
     def guarded_model(self, cache_dir: str, onnx_step: dict, model_dir: str, encoded, jobs_for_rows):
         """The INT8 model the guard allows (predictor/classify/int8_guard.py),
         measured on held-back rows of this input, whose fp32 outputs come with it."""

@@ -30,7 +30,7 @@ def choose_engine(requested: str, device: str) -> str:
     """`--engine auto|paddle|onnxruntime` -> the engine that runs."""
     if requested != "auto":
         return requested
-    return "onnxruntime" if device == "cpu" else "paddle"
+    return "onnxruntime"
 
 
 def open_engine(model_dir: str, options: EngineOptions):

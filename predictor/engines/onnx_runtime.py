@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import numpy as np
 
-from predictor.engines.options import EngineOptions
+from predictor.engines.options import EngineOptions, EngineOutOfMemory, EngineUnavailable
 
 ONNX_FILE = "model.onnx"
 OPTIMISED_WEIGHTS = "model.weights"
@@ -49,9 +50,9 @@ _OPEN_SESSIONS: OrderedDict = OrderedDict()
 KEPT_SESSIONS = 2
 
 
-def _file_key(path: str, threads: int, optimised: bool) -> tuple:
+def _file_key(path: str, threads: int, optimised: bool, gpu: "GpuPlacement | None" = None) -> tuple:
     stat = os.stat(path)
-    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, threads, optimised
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, threads, optimised, gpu
 
 
 def _keep(key: tuple, session) -> None:
@@ -61,23 +62,77 @@ def _keep(key: tuple, session) -> None:
         _OPEN_SESSIONS.popitem(last=False)
 
 
-def load_session(model: str | bytes, threads: int, profile_prefix: str | None = None, optimised: bool = False):
-    """A CPU session over a model file's path or a serialised model (one
-    save_optimised wrote, if `optimised`); a file's session is opened once
-    per process (profiled ones always afresh)."""
+@dataclass(frozen=True)
+class GpuPlacement:
+    """Which GPU a session runs on, and how much of its memory ONNX Runtime's
+    CUDA arena may take (0: as much as it needs)."""
+    gpu_id: int = 0
+    memory_limit_mb: int = 0
+
+    @classmethod
+    def of(cls, options: EngineOptions) -> "GpuPlacement | None":
+        return cls(options.gpu_id, options.gpu_memory_limit_mb) if options.device == "gpu" else None
+
+    def providers(self) -> list:
+        cuda = {"device_id": self.gpu_id,
+                # Batches of many widths: grow the arena by what is asked, not
+                # by powers of two, so it holds what the largest batch needs.
+                "arena_extend_strategy": "kSameAsRequested",
+                "cudnn_conv_algo_search": "HEURISTIC"}
+        if self.memory_limit_mb:
+            cuda["gpu_mem_limit"] = self.memory_limit_mb * 1024 * 1024
+        return [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"]
+
+
+CUDA_INSTALL_HINT = ("install ONNX Runtime's GPU build with its CUDA libraries (GPU=1 bash scripts/setup.sh, "
+                     "which installs onnxruntime-gpu[cuda,cudnn])")
+
+
+def load_session(model: str | bytes, threads: int, profile_prefix: str | None = None, optimised: bool = False,
+                 gpu: GpuPlacement | None = None):
+    """A session over a model file's path or a serialised model (one
+    save_optimised wrote, if `optimised`), on the CPU or, with `gpu`, on
+    ONNX Runtime's CUDA provider; a file's session is opened once per process
+    (profiled ones always afresh)."""
     import onnxruntime
 
-    key = _file_key(model, threads, optimised) if isinstance(model, str) and not profile_prefix else None
+    key = _file_key(model, threads, optimised, gpu) if isinstance(model, str) and not profile_prefix else None
     if key in _OPEN_SESSIONS:
         _OPEN_SESSIONS.move_to_end(key)
         return _OPEN_SESSIONS[key]
     options = session_options(threads, profile_prefix)
     if optimised:
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    if gpu is None:
+        session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    else:
+        if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+            raise EngineUnavailable(f"this ONNX Runtime ({onnxruntime.__version__}) has no CUDA provider: "
+                                    f"{CUDA_INSTALL_HINT}")
+        try:
+            session = onnxruntime.InferenceSession(model, options, providers=gpu.providers())
+        except Exception as err:  # ONNX Runtime raises its own exception types from C++
+            raise EngineUnavailable(f"ONNX Runtime's CUDA provider did not start on GPU {gpu.gpu_id}: "
+                                    f"{first_line(err)}; {CUDA_INSTALL_HINT}") from None
+        # A provider whose libraries (CUDA, cuDNN) fail to load is dropped
+        # with a warning, and the session quietly runs on the CPU.
+        if "CUDAExecutionProvider" not in session.get_providers():
+            raise EngineUnavailable(f"ONNX Runtime's CUDA provider could not load its libraries (CUDA 12/13 "
+                                    f"runtime, cuBLAS, cuDNN 9): {CUDA_INSTALL_HINT}")
     if key:
         _keep(key, session)
     return session
+
+
+def first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+
+
+def is_out_of_memory(err: Exception) -> bool:
+    """ONNX Runtime's CUDA allocation failures, from the arena or from CUDA."""
+    text = str(err)
+    return any(sign in text for sign in ("Failed to allocate memory", "out of memory", "cudaErrorMemoryAllocation",
+                                         "CUDA_ERROR_OUT_OF_MEMORY"))
 
 
 def adopt_session(path: str, session, threads: int) -> None:
@@ -161,11 +216,17 @@ class OnnxRuntimeEngine:
     def __init__(self, model_dir: str, options: EngineOptions, profile_prefix: str | None = None):
         self.options = options
         self._session = load_session(os.path.join(model_dir, ONNX_FILE), options.cpu_threads, profile_prefix,
-                                     optimised=os.path.exists(os.path.join(model_dir, OPTIMISED_WEIGHTS)))
+                                     optimised=os.path.exists(os.path.join(model_dir, OPTIMISED_WEIGHTS)),
+                                     gpu=GpuPlacement.of(options))
         self.input_names = [i.name for i in self._session.get_inputs()]
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return self._session.run(None, {name: np.ascontiguousarray(feeds[name]) for name in self.input_names})
+        try:
+            return self._session.run(None, {name: np.ascontiguousarray(feeds[name]) for name in self.input_names})
+        except Exception as err:  # ONNX Runtime raises its own exception types from C++
+            if self.options.device == "gpu" and is_out_of_memory(err):
+                raise EngineOutOfMemory(first_line(err)) from None
+            raise
 
     def run_resident(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         """Inputs in input order. On the CPU the engine's memory is the host's:

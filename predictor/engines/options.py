@@ -19,7 +19,8 @@ class EngineOptions:
     onednn: bool = True
     onednn_cache_capacity: int = 10
     gpu_id: int = 0                # filled in per worker process
-    gpu_memory_pool_mb: int = 512
+    gpu_memory_pool_mb: int = 512  # Paddle Inference's initial pool
+    gpu_memory_limit_mb: int = 0   # ONNX Runtime's CUDA arena at most (0: no limit)
     tensorrt: bool = False         # the program was converted by predictor/conversions/tensorrt.py at export
 
     def __post_init__(self):
@@ -33,12 +34,13 @@ class EngineOptions:
             # oneDNN has no fp16 path for these ops, and bf16 is simulated (about
             # 100x slower) on CPUs without avx512_bf16/AMX.
             raise ValueError("precision fp16 needs --device gpu; the CPU path runs fp32 or int8")
-        if self.precision == "int8" and self.engine != "onnxruntime":
-            # oneDNN INT8 needs legacy-IR passes that PIR programs (Paddle 3.x) cannot use.
-            raise ValueError("precision int8 runs on the ONNX Runtime engine (CPU); Paddle Inference has no "
-                             "INT8 for PIR programs")
-        if self.engine == "onnxruntime" and self.device != "cpu":
-            raise ValueError("the ONNX Runtime engine is the CPU path; --device gpu runs Paddle Inference")
+        if self.precision == "int8" and (self.engine != "onnxruntime" or self.device != "cpu"):
+            # oneDNN INT8 needs legacy-IR passes that PIR programs (Paddle 3.x)
+            # cannot use; on the GPU, fp16 is the low precision.
+            raise ValueError("precision int8 runs on the ONNX Runtime engine on CPU; Paddle Inference has no "
+                             "INT8 for PIR programs, and the GPU runs fp16")
+        if self.engine == "onnxruntime" and self.tensorrt:
+            raise ValueError("--tensorrt converts the Paddle program for Paddle Inference: add --engine paddle")
         if self.device == "cpu" and self.tensorrt:
             raise ValueError("TensorRT needs --device gpu")
         if self.cpu_threads < 1:
@@ -49,3 +51,12 @@ class EngineOptions:
 
     def describe(self) -> dict:
         return asdict(self)
+
+
+class EngineUnavailable(Exception):
+    """The engine asked for cannot run here (no GPU, a provider that does not
+    load): said in one line, with what to install or change."""
+
+
+class EngineOutOfMemory(Exception):
+    """A batch did not fit in the device's memory; a smaller one may."""

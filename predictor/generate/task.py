@@ -67,6 +67,14 @@ class GenerateTask(TaskKind):
                              "single runner-up per step: use --decode greedy")
         decode_settings(args)
 
+    @staticmethod
+    def check_engine(options) -> None:
+        if options.device == "gpu" and options.engine == "onnxruntime":
+            # The CPU decoder's cache lives in host memory; on the GPU it would
+            # cross the bus at every step.
+            raise ValueError("generation on --device gpu runs on Paddle Inference (--engine paddle, with a Paddle "
+                             "3 GPU build); ONNX Runtime's decoder runs on the CPU")
+
     def __init__(self, args: argparse.Namespace, checkpoint, options):
         super().__init__(args, checkpoint, options)
         self.decode = decode_settings(args)
