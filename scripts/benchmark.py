@@ -284,14 +284,10 @@ def main(argv: list[str] | None = None) -> int:
             with open(ours + ".timing.json", encoding="utf-8") as f:
                 results["decoding_last_run"] = json.load(f)["decoding"]
             if margins:
-                from scripts.check_accuracy import read_margins, read_table
-                from submit.accuracy import divergence_report
+                from scripts.check_accuracy import read_margins, read_table, score
 
-                submission = read_table(ours)
-                reference = aligned(submission, read_table(theirs), "the standard method's output")
-                report = divergence_report(submission["id"].tolist(), submission["text"].tolist(),
-                                           reference["text"].tolist(), read_margins(ours + ".margins.jsonl"))
-                results["divergence_vs_standard"] = report
+                scored = score(read_table(ours), None, read_table(theirs), None, read_margins(ours + ".margins.jsonl"))
+                results["divergence_vs_standard"] = scored["divergence"]
             if not args.no_int8:
                 int8 = os.path.join(tmp, "harness_int8.csv")
                 results["harness_int8_cold_s"] = round(timed(harness(int8, "--precision", "int8")), 2)
@@ -316,9 +312,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"harness int8 cold {results['harness_int8_cold_s']:.1f}s, warm {results['harness_int8_warm_s']:.1f}s "
               f"({results['speedup_int8_warm']:.2f}x) | vs harness fp32 {json.dumps(results['int8_vs_harness_fp32'])}")
     if "divergence_vs_standard" in results:
-        report = results["divergence_vs_standard"]
-        print(f"rows differing from the standard method: {report['differing_rows']}, fp32 near-ties "
-              f"{report['near_ties']}, largest gap {report['largest_gap']}")
+        from scripts.check_accuracy import divergence_summary
+
+        print(f"vs the standard method: {divergence_summary(results['divergence_vs_standard'])}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=2, ensure_ascii=False)

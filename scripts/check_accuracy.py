@@ -7,8 +7,10 @@ Classification submissions (id, label, prob_*) are scored against gold labels
 probability difference). Generation submissions (id, text) are scored against
 a reference submission or gold targets (exact match, token agreement,
 BLEU-4); with --margins (the run's OUTPUT.margins.jsonl, from --write-margins)
-each generated row that differs from the reference is explained: its first
-differing step and the harness's logit gap there, a near-tie or not.
+each generated row that differs from the reference is explained: when the
+reference has a generated_ids column (the standard method writes one) and the
+ids agree, as the same ids with the text rendered differently; else by its
+first differing step and the harness's logit gap there, a near-tie or not.
 Exits 1 when a threshold you pass is not met, 2 on unusable files.
 """
 from __future__ import annotations
@@ -21,7 +23,7 @@ import pandas as pd
 
 from preprocess.input_table import InputError, input_format, jsonl_records
 from submit.accuracy import (SubmissionMismatch, aligned, classification_agreement, classification_metrics,
-                             divergence_report, generation_metrics)
+                             divergence_report, generated_ids, generation_metrics)
 
 MARGIN_FIELDS = ("id", "tokens", "runner_up", "gap")
 
@@ -76,7 +78,8 @@ def score(submission: pd.DataFrame, gold: pd.DataFrame | None, reference: pd.Dat
             texts, reference_texts = submission["text"].astype(str).tolist(), reference["text"].astype(str).tolist()
             results["vs_reference"] = generation_metrics(texts, reference_texts)
             if margins is not None:
-                results["divergence"] = divergence_report(submission["id"].tolist(), texts, reference_texts, margins)
+                results["divergence"] = divergence_report(submission["id"].tolist(), texts, reference_texts, margins,
+                                                          generated_ids(reference))
         else:
             results["vs_reference"] = classification_agreement(submission, reference)
     if margins is not None and "divergence" not in results:
@@ -89,8 +92,13 @@ def divergence_summary(report: dict) -> str:
     def shown(gap: float | None) -> str:
         return "none" if gap is None else f"{gap:.3g}"
 
-    line = (f"{report['differing_rows']} row(s) differ from the reference: {report['near_ties']} fp32 near-tie(s) "
-            f"(gap < {report['near_tie_gap']:g}), largest gap {shown(report['largest_gap'])}")
+    line = f"{report['differing_rows']} row(s) differ from the reference: "
+    if report["same_ids"]:
+        tokens = sorted({str(row["token"]) for row in report["rows"] if row.get("same_ids")})
+        line += (f"{report['same_ids']} with the same ids, text rendered differently (at token(s) "
+                 f"{', '.join(tokens[:5])}); ")
+    line += (f"{report['near_ties']} fp32 near-tie(s) (gap < {report['near_tie_gap']:g}), "
+             f"largest gap {shown(report['largest_gap'])}")
     if report["reference_not_runner_up"]:
         line += (f"; {report['reference_not_runner_up']} where the reference's token was not the harness's "
                  f"runner-up (gap at least {shown(report['largest_gap_at_least'])})")

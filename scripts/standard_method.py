@@ -6,8 +6,10 @@ dygraph model in fixed batches of 32 in input order, in one process.
 Classification pads every row to max_seq_len; generation pads each batch on
 the left as PaddleNLP's taskflows do and calls `model.generate()` (in
 paddlenlp 2.8.1 `use_fast=True` is silently ignored and FastGeneration cannot
-be built offline, so this is the plain cached dygraph loop). These are the
-fp32 references for accuracy checks and the baselines of the benchmarks.
+be built offline, so this is the plain cached dygraph loop) and writes each
+row's text with the model's tokenizer (`decode`, in the submission's
+spacing) beside the generated ids. These are the fp32 references for
+accuracy checks and the baselines of the benchmarks.
 """
 from __future__ import annotations
 
@@ -65,6 +67,21 @@ def generate_standard(model_dir: str, sources: list[str], titles: list[str] | No
     return outputs
 
 
+def decoded_text(tokenizer, ids: list[int]) -> str:
+    """A row's text as PaddleNLP writes it: the tokenizer's
+    decode(skip_special_tokens=True), with the submission's spaces."""
+    from submit.detokenize import submission_spacing
+
+    return submission_spacing(tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False))
+
+
+def standard_texts(model_dir: str, generated: list[np.ndarray]) -> list[str]:
+    from paddlenlp.transformers import UNIMOTokenizer
+
+    tokenizer = UNIMOTokenizer.from_pretrained(model_dir)
+    return [decoded_text(tokenizer, ids.tolist()) for ids in generated]
+
+
 def _left_padded_batch(encoded: list[dict]) -> dict:
     """As paddlenlp's question-generation / summarisation taskflows batch gen_encode output."""
     rows, width = len(encoded), max(len(e["input_ids"]) for e in encoded)
@@ -90,7 +107,6 @@ def main(argv: list[str] | None = None) -> int:
     from predictor.classify.classifier import class_labels
     from predictor.generate.decoding import DecodeSettings
     from preprocess.input_table import ColumnNames, read_input_table
-    from submit.detokenize import detokenizer
     from submit.submission_frames import classification_frame, generation_frame
     from submit.write_submission import write_table
 
@@ -117,8 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                                   min_new_tokens=args.min_new_tokens, length_penalty=args.length_penalty)
         generated = generate_standard(args.model_dir, table.texts, table.pairs, settings, args.max_seq_len,
                                       args.max_title_len)
-        to_text = detokenizer(checkpoint.vocab_path)
-        frame = generation_frame(table.ids, [to_text(ids) for ids in generated])
+        frame = generation_frame(table.ids, standard_texts(args.model_dir, generated), generated)
     write_table(frame, args.output)
     return 0
 

@@ -119,25 +119,39 @@ def divergent_step(pieces: list[str], ends: np.ndarray, differ: int) -> int | No
     return next((i for i, (piece, end) in enumerate(zip(pieces, ends)) if not piece and end == differ), None)
 
 
-def divergence(row_id: str, text: str, reference_text: str, margins: dict) -> dict:
-    """Why one row's text differs from the reference's: the harness's first
-    differing step (a token index into margins["tokens"]), its token and
-    runner-up there, and the logit gap between them when the reference's text
-    goes on with the runner-up's piece (matched by text: "gap" and "tie");
-    when it does not, the reference's token was further down and its gap is
-    at least the recorded one ("gap_at_least")."""
+def divergence(row_id: str, text: str, reference_text: str, margins: dict,
+               reference_ids: list[int] | None = None) -> dict:
+    """Why one row's text differs from the reference's. When both sides carry
+    their generated ids and these agree, decoding did not diverge: the text
+    was rendered differently ("same_ids"), from the harness's token holding
+    the first differing character. Otherwise: the harness's first differing
+    step (a token index into margins["tokens"]), its token and runner-up
+    there, and the logit gap between them when the reference's text goes on
+    with the runner-up's piece (matched by text: "gap" and "tie"); when it
+    does not, the reference's token was further down and its gap is at least
+    the recorded one ("gap_at_least")."""
     from submit.detokenize import SPECIAL_TOKENS, text_pieces
 
     tokens, runner_ups, gaps = margins["tokens"], margins["runner_up"], margins["gap"]
-    pieces = text_pieces(tokens, SPECIAL_TOKENS)
+    # Margins files without pieces predate them: the default special tokens, no added ones.
+    pieces = margins["pieces"] if "pieces" in margins else text_pieces(tokens, SPECIAL_TOKENS)
     if "".join(pieces) != text:
         raise SubmissionMismatch(f"row {row_id}: the margins' tokens spell {''.join(pieces)!r}, the submission "
                                  f"says {text!r}; give the margins file written with this submission")
     differ = first_difference(text, reference_text)
     ends = np.cumsum([len(piece) for piece in pieces])
     step = divergent_step(pieces, ends, differ)
+    compared = {}
+    if reference_ids is not None and "generated_ids" in margins:
+        if margins["generated_ids"] == reference_ids:
+            start = differ if step is None else int(ends[step]) - len(pieces[step])
+            return {"id": row_id, "step": step, "token": None if step is None else tokens[step], "same_ids": True,
+                    "harness_writes": text[start:][:REFERENCE_CONTEXT_CHARS],
+                    "reference_continues": reference_text[start:][:REFERENCE_CONTEXT_CHARS]}
+        compared = {"same_ids": False}
     if step is None:
-        return {"id": row_id, "step": None, "reference_continues": reference_text[differ:][:REFERENCE_CONTEXT_CHARS],
+        return {"id": row_id, "step": None, **compared,
+                "reference_continues": reference_text[differ:][:REFERENCE_CONTEXT_CHARS],
                 "unexplained": "the harness stopped at its token limit where the reference goes on: "
                                "were both run with the same --max-new-tokens?"}
     start = int(ends[step]) - len(pieces[step])
@@ -145,24 +159,49 @@ def divergence(row_id: str, text: str, reference_text: str, margins: dict) -> di
     runner_up_piece = text_pieces(tokens[:step] + [runner_ups[step]], SPECIAL_TOKENS)[-1]
     # An empty piece (eos or another special token) matches only a reference that ended here.
     took_runner_up = reference_rest.startswith(runner_up_piece) if runner_up_piece else not reference_rest
-    found = {"id": row_id, "step": step, "token": tokens[step], "runner_up": runner_ups[step],
+    found = {"id": row_id, "step": step, "token": tokens[step], "runner_up": runner_ups[step], **compared,
              "reference_continues": reference_rest[:REFERENCE_CONTEXT_CHARS]}
     if took_runner_up:
         return {**found, "gap": gaps[step], "tie": gaps[step] < NEAR_TIE_GAP}
     return {**found, "gap_at_least": gaps[step]}
 
 
-def divergence_report(ids: list[str], texts: list[str], reference_texts: list[str], margins: dict[str, dict]) -> dict:
+def generated_ids(frame: pd.DataFrame) -> list[list[int]] | None:
+    """A generation submission's generated_ids column ("12 7 845" in each
+    row, or a JSON list) as id lists; None when it has no such column."""
+    from submit.submission_frames import GENERATED_IDS
+
+    if GENERATED_IDS not in frame.columns:
+        return None
+    rows = []
+    for row_id, cell in zip(frame["id"], frame[GENERATED_IDS]):
+        try:
+            rows.append([int(i) for i in (cell if isinstance(cell, list) else str(cell).split())])
+        except ValueError:
+            raise SubmissionMismatch(f"row {row_id}: {GENERATED_IDS} {cell!r} is not a list of token ids "
+                                     f"(expected integers separated by spaces)") from None
+    return rows
+
+
+def divergence_report(ids: list[str], texts: list[str], reference_texts: list[str], margins: dict[str, dict],
+                      reference_ids: list[list[int]] | None = None) -> dict:
     """divergence() for every row whose text differs from the reference, and
-    a summary: how many, how many are fp32 near-ties, the largest gaps."""
+    a summary: how many, how many of those had their ids compared and how
+    many had the same ids (text rendered differently), how many are fp32
+    near-ties, the largest gaps. reference_ids: the reference's
+    generated_ids per row, when it has them."""
     missing = [row_id for row_id in ids if row_id not in margins]
     if missing:
         raise SubmissionMismatch(f"the margins file has no row for id(s) {missing[:5]}; give the margins file "
                                  f"written with this submission")
-    rows = [divergence(row_id, text, reference_text, margins[row_id])
-            for row_id, text, reference_text in zip(ids, texts, reference_texts) if text != reference_text]
+    per_row = reference_ids if reference_ids is not None else [None] * len(ids)
+    rows = [divergence(row_id, text, reference_text, margins[row_id], row_ids)
+            for row_id, text, reference_text, row_ids in zip(ids, texts, reference_texts, per_row)
+            if text != reference_text]
     return {
         "differing_rows": len(rows),
+        "ids_compared": sum("same_ids" in row for row in rows),
+        "same_ids": sum(bool(row.get("same_ids")) for row in rows),
         "near_ties": sum(bool(row.get("tie")) for row in rows),
         "reference_not_runner_up": sum("gap_at_least" in row for row in rows),
         "unexplained": sum("unexplained" in row for row in rows),

@@ -13,8 +13,8 @@ import pytest
 import pipeline
 from predictor.generate.decoding import DecodeSettings
 from predictor.pruning import prune_vocab
-from scripts.standard_method import generate_standard
-from submit.detokenize import SPECIAL_TOKENS, detokenizer, text_pieces
+from scripts.standard_method import generate_standard, standard_texts
+from submit.detokenize import SPECIAL_TOKENS, text_pieces
 from tests.tiny_checkpoints import review_texts, tiny_generator, write_reviews_csv
 
 MAX_SEQ_LEN = 64
@@ -44,8 +44,7 @@ def run_harness(workdir, model_dir, sources, name, *options):
 
 
 def reference_texts(model_dir, sources, settings):
-    to_text = detokenizer(os.path.join(model_dir, "vocab.txt"))
-    return [to_text(ids) for ids in generate_standard(model_dir, sources, None, settings, MAX_SEQ_LEN)]
+    return standard_texts(model_dir, generate_standard(model_dir, sources, None, settings, MAX_SEQ_LEN))
 
 
 @pytest.mark.parametrize("settings, options", [
@@ -106,17 +105,19 @@ def test_write_margins_gives_every_row_its_steps_in_input_order(workdir, model_d
     max_new_tokens = 8
     submission = run_harness(workdir, model_dir, sources, "margins", "--max-new-tokens", str(max_new_tokens),
                              "--max-batch-rows", "5", "--write-margins")
-    expected = reference_texts(model_dir, sources, DecodeSettings(max_new_tokens=max_new_tokens))
-    assert submission["text"].tolist() == expected  # recording changes no choice
+    generated = generate_standard(model_dir, sources, None, DecodeSettings(max_new_tokens=max_new_tokens), MAX_SEQ_LEN)
+    assert submission["text"].tolist() == standard_texts(model_dir, generated)  # recording changes no choice
     with open(os.path.join(workdir, "margins_out.csv.margins.jsonl"), encoding="utf-8") as f:
         records = [json.loads(line) for line in f]
     with open(os.path.join(workdir, "margins_out.csv.timing.json"), encoding="utf-8") as f:
         generated_tokens = json.load(f)["generated_tokens"]
     assert [r["id"] for r in records] == submission["id"].tolist()
+    assert [r["generated_ids"] for r in records] == [ids.tolist() for ids in generated]
     ended_on_eos = 0
     for record, text in zip(records, submission["text"]):
         steps = len(record["gap"])
         assert len(record["tokens"]) == len(record["runner_up"]) == steps
+        assert len(record["pieces"]) == steps and "".join(record["pieces"]) == text
         assert min(record["gap"]) >= 0 and "".join(text_pieces(record["tokens"], SPECIAL_TOKENS)) == text
         if record["tokens"][-1] == "[MASK]":  # the eos: its step is recorded, its token not generated
             ended_on_eos += 1

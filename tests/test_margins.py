@@ -11,7 +11,8 @@ import pytest
 from predictor.generate.decoding import DecodeSettings, RunnerUpLog, SpecialIds, decode
 from scripts import check_accuracy
 from submit.accuracy import SubmissionMismatch, divergence, divergence_report
-from submit.write_submission import write_jsonl
+from submit.submission_frames import generation_frame
+from submit.write_submission import write_jsonl, write_table
 
 SPECIAL = SpecialIds(unk=0, pad=1, bos=2, eos=3)
 
@@ -133,3 +134,43 @@ def test_check_accuracy_explains_differences_with_a_margins_file(tmp_path, capsy
         f.write('{"id": "c"}\n')
     assert check_accuracy.main([submission, "--reference", reference, "--margins", margins_path]) == 2
     assert "line 3: no ['tokens', 'runner_up', 'gap']" in capsys.readouterr().err
+
+
+# A row the reference decoded to the same ids but wrote otherwise: "##l"
+# kept after [unused3772], which the harness's pieces join.
+UNUSED = {"tokens": ["好", "[unused3772]", "##l", "[unused6834]", "[MASK]"],
+          "runner_up": ["吃", "吃", "[unused1]", "。", "。"], "gap": [0.4, 0.2, 0.6, 0.3, 0.8],
+          "pieces": ["好", "[unused3772]", "l", "[unused6834]", ""], "generated_ids": [7, 3772, 91, 6834]}
+
+
+def test_same_ids_are_text_rendered_differently_and_other_ids_a_decoding_divergence():
+    text, rendered = "好[unused3772]l[unused6834]", "好[unused3772]##l[unused6834]"
+    found = divergence("g56", text, rendered, UNUSED, reference_ids=[7, 3772, 91, 6834])
+    assert found == {"id": "g56", "step": 2, "token": "##l", "same_ids": True, "harness_writes": "l[unused68",
+                     "reference_continues": "##l[unused"}
+    # Other ids: a decoding divergence, explained by the harness's runner-up and gap.
+    decoded = divergence("g58", text, "好吃", UNUSED, reference_ids=[7, 12])
+    assert (decoded["same_ids"], decoded["step"], decoded["token"], decoded["gap"]) == (False, 1, "[unused3772]", 0.2)
+    report = divergence_report(["g56", "g58", "g64"], [text] * 3, [rendered, "好吃", text],
+                               {i: UNUSED for i in ("g56", "g58", "g64")}, [[7, 3772, 91, 6834], [7, 12], [7]])
+    assert [(row["id"], row["same_ids"]) for row in report["rows"]] == [("g56", True), ("g58", False)]
+    assert (report["same_ids"], report["ids_compared"], report["near_ties"], report["largest_gap"]) == (1, 2, 0, 0.2)
+    # Without ids on one side, today's explanation from the text alone.
+    older = {key: value for key, value in UNUSED.items() if key != "generated_ids"}
+    for margins_record, reference_ids in ((older, [7, 3772, 91, 6834]), (UNUSED, None)):
+        assert "same_ids" not in divergence("g56", text, rendered, margins_record, reference_ids)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_check_accuracy_reads_the_references_generated_ids(tmp_path, capsys, suffix):
+    submission, reference = str(tmp_path / "sub.csv"), str(tmp_path / f"ref{suffix}")
+    text = "好[unused3772]l[unused6834]"
+    write_table(generation_frame(["a", "b"], [text, text]), submission)
+    write_table(generation_frame(["a", "b"], ["好[unused3772]##l[unused6834]", "好吃"],
+                                 [np.array([7, 3772, 91, 6834]), np.array([7, 12])]), reference)
+    margins_path = str(tmp_path / "sub.csv.margins.jsonl")
+    write_jsonl([{"id": row_id, **UNUSED} for row_id in ("a", "b")], margins_path)
+    assert check_accuracy.main([submission, "--reference", reference, "--margins", margins_path]) == 0
+    out, err = capsys.readouterr()
+    assert [row.get("same_ids") for row in json.loads(out)["divergence"]["rows"]] == [True, False]
+    assert "2 row(s) differ from the reference: 1 with the same ids, text rendered differently (at token(s) ##l)" in err

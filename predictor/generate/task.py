@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 
+from predictor.checkpoint import CheckpointError
 from predictor.task_kind import TaskKind
 from submit.merge import merge_in_input_order
 from submit.submission_frames import generation_frame
@@ -76,8 +77,14 @@ class GenerateTask(TaskKind):
                              "3 GPU build); ONNX Runtime's decoder runs on the CPU")
 
     def __init__(self, args: argparse.Namespace, checkpoint, options):
+        from submit.detokenize import checkpoint_tokens
+
         super().__init__(args, checkpoint, options)
         self.decode = decode_settings(args)
+        try:  # at load, so that an unreadable tokenizer file stops the run before its work
+            self.tokens = checkpoint_tokens(checkpoint.vocab_path)
+        except ValueError as err:
+            raise CheckpointError(str(err)) from None
         # Decoding batches stay small: every row carries a key/value cache.
         self.max_batch_rows = args.max_batch_rows or 64
 
@@ -148,10 +155,7 @@ class GenerateTask(TaskKind):
         return merge_in_input_order(rows, pieces)
 
     def submission(self, ids: list[str], outputs: list, vocab):
-        from submit.detokenize import detokenizer
-
-        to_text = detokenizer(self.checkpoint.vocab_path)
-        return generation_frame(ids, [to_text(vocab.to_full(out)) for out in outputs])
+        return generation_frame(ids, [self.tokens.text(vocab.to_full(out)) for out in outputs])
 
     def report(self, results: list, outputs: list) -> dict:
         from predictor.generate.runner import decoding_report
@@ -162,10 +166,9 @@ class GenerateTask(TaskKind):
     def write_side_files(self, ids: list[str], result_rows: list, results: list, outputs: list, vocab) -> None:
         if not self.args.write_margins:
             return
-        from submit.detokenize import vocab_tokens
         from submit.margins import margin_record, margins_path
 
         runner_ups = merge_in_input_order(len(ids), zip(result_rows, (r.runner_ups for r in results)))
-        id_to_token, eos_id = vocab_tokens(self.checkpoint.vocab_path), int(self.checkpoint.config["eos_token_id"])
-        write_jsonl([margin_record(row_id, vocab.to_full(out), vocab.to_full(r.ids), r.gaps, eos_id, id_to_token)
+        eos_id = int(self.checkpoint.config["eos_token_id"])
+        write_jsonl([margin_record(row_id, vocab.to_full(out), vocab.to_full(r.ids), r.gaps, eos_id, self.tokens)
                      for row_id, out, r in zip(ids, outputs, runner_ups)], margins_path(self.args.output))
