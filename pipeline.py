@@ -21,7 +21,7 @@ from preprocess.encoded_rows import EncodedRows
 from preprocess.input_table import CHUNK_ROWS, ColumnNames, InputError, input_format, read_input_chunks
 from preprocess.tokenize_shards import Framing, ShardedEncoder
 from preprocess.wordpiece import read_vocab
-from predictor.batching import length_sorted_batches
+from predictor.batching import exact_length_batches, length_sorted_batches
 from predictor.checkpoint import CheckpointError, read_checkpoint
 from predictor.engines.choice import choose_engine
 from predictor.engines.options import EngineOptions, EngineUnavailable
@@ -238,8 +238,10 @@ def run_spilled(args: argparse.Namespace, progress: Progress, spill_folder: str)
 
     token_budget = args.token_budget or DEFAULT_TOKEN_BUDGET[options.engine, options.device]
 
+    batching = exact_length_batches if options.unpadded_batches else length_sorted_batches
+
     def batches_for(rows: EncodedRows, only: np.ndarray | None = None) -> list:
-        return length_sorted_batches(rows.lengths, task.job_token_budget(token_budget), task.max_batch_rows, only)
+        return batching(rows.lengths, task.job_token_budget(token_budget), task.max_batch_rows, only)
 
     def jobs_for_rows(rows: np.ndarray) -> tuple[list, Iterator]:
         """(batches, jobs) over some rows of the input (ascending); batches

@@ -43,6 +43,20 @@ def length_sorted_batches(lengths: np.ndarray, token_budget: int, max_rows: int 
     return batches
 
 
+def exact_length_batches(lengths: np.ndarray, token_budget: int, max_rows: int | None = None,
+                         rows: np.ndarray | None = None) -> list[Batch]:
+    """Batches of rows of one length each (longest first), as many rows as the
+    budget holds: nothing is padded, so an engine can skip the attention mask
+    (on a GPU, the fused attention kernels refuse a mask: docs/design.md)."""
+    lengths = np.asarray(lengths)
+    rows = np.arange(len(lengths)) if rows is None else np.asarray(rows, dtype=np.int64)
+    batches: list[Batch] = []
+    for width in np.unique(lengths[rows])[::-1].tolist():
+        same = rows[lengths[rows] == width]  # ascending: input order within a length
+        batches += length_sorted_batches(lengths, token_budget, max_rows, same)
+    return batches
+
+
 def padding_ratio(batches: list[Batch], lengths: np.ndarray) -> float:
     """Padded tokens over real tokens (1.0 means no padding at all)."""
     real = int(np.sum(lengths))

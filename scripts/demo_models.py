@@ -102,32 +102,41 @@ def logistic_regression(x: np.ndarray, y: np.ndarray, l2: float = 10.0, steps: i
 
 
 def fit_head(model, tokenizer, fit_on: Sequence[tuple[str, int]], max_seq_len: int) -> HeadFit:
-    """Fits the two-class head on the pooled output of the seeded encoder.
-
-    Features are standardised for the fit, and the scaling is folded back into
-    the head's weights, so the saved checkpoint is a plain PaddleNLP classifier.
-    """
+    """Fits the two-class head on the pooled output of the seeded encoder
+    (fitted_head), so the saved checkpoint is a plain PaddleNLP classifier."""
     import paddle
 
     texts, labels = [t for t, _ in fit_on], np.array([label for _, label in fit_on], dtype=np.float64)
-    features = pooled_features(model, tokenizer, texts, max_seq_len)
+    weight, bias, fit = fitted_head(pooled_features(model, tokenizer, texts, max_seq_len), labels)
+    head = model.classifier
+    head.weight.set_value(paddle.to_tensor(weight))
+    head.bias.set_value(paddle.to_tensor(bias))
+    return fit
+
+
+def fitted_head(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, HeadFit]:
+    """(weight [hidden, 2], bias [2], fit) of a two-class head over pooled
+    features (the GPU benchmark fits its graphs' heads with this too).
+
+    Features are standardised for the fit, and the scaling is folded back into
+    the head's weights.
+    """
+    labels = np.asarray(labels, dtype=np.float64)
     mean, std = features.mean(0), features.std(0) + 1e-6
     scaled = (features - mean) / std
 
     def accuracy(w, b, x, y):
         return float(np.mean(((x @ w + b) > 0) == (y > 0.5)))
 
-    split = len(texts) * 4 // 5
+    split = len(labels) * 4 // 5
     w, b = logistic_regression(scaled[:split], labels[:split])
     held_out = accuracy(w, b, scaled[split:], labels[split:])
     w, b = logistic_regression(scaled, labels)
     # softmax([-z/2, z/2]) = [1 - sigmoid(z), sigmoid(z)] for z = x.w + b.
     weight = (w / std) / 2
     bias = (b - float(mean @ (w / std))) / 2
-    head = model.classifier
-    head.weight.set_value(paddle.to_tensor(np.stack([-weight, weight], axis=1).astype("float32")))
-    head.bias.set_value(paddle.to_tensor(np.array([-bias, bias], dtype="float32")))
-    return HeadFit(len(texts), accuracy(w, b, scaled, labels), held_out)
+    return (np.stack([-weight, weight], axis=1).astype("float32"), np.array([-bias, bias], dtype="float32"),
+            HeadFit(len(labels), accuracy(w, b, scaled, labels), held_out))
 
 
 # unimo-text-1.0's shape; the special ids are the demo vocab's ([MASK] ends a

@@ -4,8 +4,9 @@ memory and size runs (not committed: a million rows is about 60 MB).
     .venv/bin/python -m scripts.many_rows /tmp/rows_1m.csv --rows 1000000
 
 Row i is a clause of a demo review (split at Chinese punctuation), cycling
-through the corpus, with the id `r<i>`; the same arguments always give the
-same file. `--long-row-chars N` makes row 0 a single text of N characters
+through the corpus, with the id `r<i>`; with `--whole-reviews`, row i is a
+whole review (the classification demo's length mix). The same arguments
+always give the same file. `--long-row-chars N` makes row 0 a single text of N characters
 (the pathological-row case).
 """
 from __future__ import annotations
@@ -33,8 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("output", help=".csv to write")
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--long-row-chars", type=int, default=0)
+    parser.add_argument("--whole-reviews", action="store_true",
+                        help="whole demo reviews instead of clauses")
     args = parser.parse_args(argv)
-    texts = short_texts()
+    texts = [review.text for review in load_reviews()] if args.whole_reviews else short_texts()
     tmp = args.output + ".tmp"
     with open(tmp, "w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f)
@@ -45,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
                 text = (text * (args.long_row_chars // len(text) + 1))[:args.long_row_chars]
             writer.writerow([f"r{i}", text])
     os.replace(tmp, args.output)
-    print(f"wrote {args.output}: {args.rows} rows from {len(texts)} distinct clauses, "
+    print(f"wrote {args.output}: {args.rows} rows from {len(texts)} distinct texts, "
           f"{os.path.getsize(args.output) / 1e6:.1f} MB")
     return 0
 

@@ -129,8 +129,13 @@ def format_table(report: dict) -> str:
                      f"{vocab['embedding_bytes_saved'] / 2**20:.1f} MiB of embeddings saved")
     engine = report.get("engine")
     if engine:
-        lines.append(f"engine: {engine['engine']} ({engine['device']}, {engine['precision']}, "
-                     f"{engine['cpu_threads']} threads per worker)")
+        where = f"GPU x{report.get('workers', 1)}" if engine["device"] == "gpu" else \
+            f"cpu, {engine['cpu_threads']} threads per worker"
+        lines.append(f"engine: {engine['engine']} ({where}, {engine['precision']})")
+    if "engine_busy_s" in report and report["stages_s"]["predict"]:
+        busy, predict = report["engine_busy_s"], report["stages_s"]["predict"]
+        lines.append(f"engines busy {busy:.2f} s of the {predict:.2f} s predict stage ({busy / predict:.0%}; "
+                     f"summed over {report.get('workers', 1)} worker(s))")
     onnx = report.get("onnx")
     if onnx and "step_profile" in onnx:  # generation's two decoding programs
         lines.append(f"onnx: decoding programs ({onnx['precision']}), max logit difference from the Paddle model "
@@ -149,7 +154,9 @@ def format_table(report: dict) -> str:
     if fp16:
         lines.append(f"fp16: label agreement with the fp32 model {fp16['label_agreement']:.4f}, largest probability "
                      f"difference {fp16['max_prob_diff']:.1e}, on {fp16['sample_rows']} rows of this input "
-                     f"(both on the GPU{', cached' if fp16['cached'] else ''})")
+                     f"(both on the GPU{', cached' if fp16['cached'] else ''}); rows with a margin at or under "
+                     f"{fp16['rerun_threshold']:.3f} re-run in fp32 ({report.get('low_precision_rerun_rows', 0)} "
+                     f"rows), expected agreement {fp16['expected_agreement']:.4f}")
     int8 = report.get("int8")
     if int8:
         if int8["int8"]:

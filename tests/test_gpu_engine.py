@@ -139,15 +139,58 @@ class SmallMemoryEngine:
 def test_a_batch_that_does_not_fit_is_run_in_halves_with_the_same_output():
     rng = np.random.default_rng(0)
     batch = {"input_ids": rng.integers(0, 100, size=(11, 7)), "token_type_ids": rng.integers(0, 2, size=(11, 7))}
-    whole, split = ClassifyRunner.__new__(ClassifyRunner), ClassifyRunner.__new__(ClassifyRunner)
-    whole.engine, whole.splits = SmallMemoryEngine(fits=64), 0
-    split.engine, split.splits = SmallMemoryEngine(fits=3), 0
-    assert np.array_equal(split.run(batch), whole.run(batch))
-    assert sum(split.engine.batches) == 11 and max(split.engine.batches) <= 3 and split.splits > 0
-    single = ClassifyRunner.__new__(ClassifyRunner)
-    single.engine, single.splits = SmallMemoryEngine(fits=0), 0
+
+    def runner(fits: int) -> ClassifyRunner:
+        made = ClassifyRunner.__new__(ClassifyRunner)
+        made.engine, made.unmasked, made.rerun = SmallMemoryEngine(fits), None, None
+        return made
+
+    whole, split = runner(fits=64), runner(fits=3)
+    expected, got = whole.run(batch), split.run(batch)
+    assert np.array_equal(got.probabilities, expected.probabilities) and expected.splits == 0
+    assert sum(split.engine.batches) == 11 and max(split.engine.batches) <= 3 and got.splits > 0
     with pytest.raises(EngineOutOfMemory):
-        single.run(batch)
+        runner(fits=0).run(batch)
+
+
+class FixedEngine:
+    """Returns the given probabilities for the rows it is fed (ids are row numbers)."""
+
+    def __init__(self, probabilities: np.ndarray):
+        self.probabilities, self.fed = probabilities, []
+
+    def run(self, feeds):
+        rows = feeds["input_ids"][:, 0]
+        self.fed.append(rows.tolist())
+        return [self.probabilities[rows]]
+
+
+def test_unpadded_batches_take_the_unmasked_graph_and_rows_near_a_tie_rerun_in_fp32():
+    from predictor.classify.classifier import LowPrecisionRerun
+
+    fp16 = np.array([[0.9, 0.1], [0.52, 0.48], [0.3, 0.7], [0.49, 0.51]], dtype=np.float32)
+    fp32 = np.array([[0.91, 0.09], [0.45, 0.55], [0.31, 0.69], [0.47, 0.53]], dtype=np.float32)
+    runner = ClassifyRunner.__new__(ClassifyRunner)
+    runner.engine, runner.unmasked, runner.fp32 = FixedEngine(fp16), FixedEngine(fp16), FixedEngine(fp32)
+    runner.rerun = LowPrecisionRerun("fp32", offset=(0.0, 0.0), threshold=0.2)  # log-margin: rows 1 and 3
+    ids = np.repeat(np.arange(4)[:, None], 5, axis=1)
+    batch = {"input_ids": ids, "token_type_ids": np.zeros_like(ids), "unpadded": True}
+    got = runner.run(batch)
+    assert runner.unmasked.fed == [[0, 1, 2, 3]] and runner.engine.fed == []
+    assert runner.fp32.fed == [[1, 3]] and got.rerun_rows == 2
+    assert np.allclose(got.probabilities, [fp16[0], fp32[1], fp16[2], fp32[3]])
+    runner.run({**batch, "unpadded": False})  # a [PAD] inside: the masked graph
+    assert runner.engine.fed == [[0, 1, 2, 3]]
+
+
+def test_exact_length_batches_hold_one_length_each_within_the_budget():
+    from predictor.batching import exact_length_batches
+
+    lengths = np.array([5, 3, 5, 3, 3, 9, 5])
+    batches = exact_length_batches(lengths, token_budget=10)
+    assert [(b.width, b.rows.tolist()) for b in batches] == [(9, [5]), (5, [0, 2]), (5, [6]), (3, [1, 3, 4])]
+    assert sorted(r for b in batches for r in b.rows.tolist()) == list(range(7))
+    assert [b.rows.tolist() for b in exact_length_batches(lengths, 10, rows=np.array([1, 2, 4]))] == [[2], [1, 4]]
 
 
 def test_the_fp16_model_keeps_the_fp32_inputs_and_outputs(tmp_path, models):
@@ -178,3 +221,9 @@ def test_the_fp16_model_keeps_the_fp32_inputs_and_outputs(tmp_path, models):
                and np.prod(t.dims) > 1000]
     assert weights and all(t.data_type == onnx.TensorProto.FLOAT16 for t in weights)
     assert {n.op_type for n in fp16.graph.node} >= {"Attention", "SkipLayerNormalization"}
+    from predictor.conversions.fp16 import without_attention_masks
+
+    unmasked_path = str(tmp_path / "unmasked.onnx")
+    without_attention_masks(fp16_path, unmasked_path)
+    attention = [n for n in onnx.load(unmasked_path).graph.node if n.op_type == "Attention"]
+    assert attention and all(len(n.input) == 3 for n in attention)

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 
 from predictor.checkpoint import CheckpointError
+from predictor.classify.classifier import LowPrecisionRerun
 from predictor.task_kind import TaskKind
 from submit.merge import stack_in_input_order
 from submit.submission_frames import classification_frame
@@ -33,7 +34,11 @@ class ClassifyTask(TaskKind):
     def runner(model_dir: str, options, settings):
         from predictor.classify.classifier import ClassifyRunner
 
-        return ClassifyRunner(model_dir, options)
+        return ClassifyRunner(model_dir, options, settings)
+
+    def runner_settings(self, vocab, token_budget: int):
+        """fp16 on a GPU: the re-run of rows near a tie, as its check fitted it."""
+        return getattr(self, "low_precision_rerun", None)
 
     def export_key_parts(self) -> dict:
         return {"tensorrt": vars(self.tensorrt_shapes)} if self.tensorrt_shapes else {}
@@ -76,9 +81,13 @@ class ClassifyTask(TaskKind):
 
         def sample() -> list[dict]:
             picked = np.sort(np.random.default_rng(0).permutation(rows)[:SAMPLE_ROWS])
-            return list(jobs_for_rows(picked)[1])
+            return [job for job in jobs_for_rows(picked)[1] if job["unpadded"]]
 
-        return cached_fp16_model(cache_dir, onnx_step["key"], model_dir, sample, GpuPlacement.of(self.options))
+        fp16_dir, report = cached_fp16_model(cache_dir, onnx_step["key"], model_dir, sample,
+                                             GpuPlacement.of(self.options))
+        self.low_precision_rerun = LowPrecisionRerun(model_dir, tuple(report["margin_rule"]["offset"]),
+                                                     report["rerun_threshold"])
+        return fp16_dir, report
 
     def guarded_model(self, cache_dir: str, onnx_step: dict, model_dir: str, encoded, jobs_for_rows):
         """The INT8 model the guard allows (predictor/classify/int8_guard.py),
@@ -108,10 +117,19 @@ class ClassifyTask(TaskKind):
             return merged, None
         return rerun_low_margin_rows(merged, MarginRule.from_dict(int8_report["margin_rule"]), run_fp32, fp32_rows)
 
+    def batch_outputs(self, results: list) -> list:
+        return [batch.probabilities for batch in results]
+
+    def report(self, results: list, outputs) -> dict:
+        return {"engine_busy_s": round(sum(batch.engine_s for batch in results), 3),
+                "out_of_memory_splits": sum(batch.splits for batch in results),
+                "low_precision_rerun_rows": sum(batch.rerun_rows for batch in results)}
+
     def jobs(self, model_input, batches, pad_id: int):
         for batch in batches:
             ids, types = model_input.padded(batch.rows, pad_id)
-            yield {"input_ids": ids, "token_type_ids": types}
+            # No padding and no [PAD] inside a text: attention needs no mask.
+            yield {"input_ids": ids, "token_type_ids": types, "unpadded": not (ids == pad_id).any()}
 
     @staticmethod
     def merge(rows: int, pieces) -> np.ndarray:

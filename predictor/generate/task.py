@@ -160,8 +160,9 @@ class GenerateTask(TaskKind):
     def report(self, results: list, outputs: list) -> dict:
         from predictor.generate.runner import decoding_report
 
+        decoding = decoding_report(results)
         return {"decode": dict(vars(self.decode)), "generated_tokens": int(sum(len(o) for o in outputs)),
-                "decoding": decoding_report(results)}
+                "decoding": decoding, "engine_busy_s": decoding["engine_s"]}
 
     def write_side_files(self, ids: list[str], result_rows: list, results: list, outputs: list, vocab) -> None:
         if not self.args.write_margins:
