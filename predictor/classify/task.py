@@ -83,8 +83,10 @@ class ClassifyTask(TaskKind):
             picked = np.sort(np.random.default_rng(0).permutation(rows)[:SAMPLE_ROWS])
             return [job for job in jobs_for_rows(picked)[1] if job["unpadded"]]
 
+        # The check runs in this process, outside any --gpu-memory-limit-mb (a
+        # predictor worker's cap, which its batches are split to fit).
         fp16_dir, report = cached_fp16_model(cache_dir, onnx_step["key"], model_dir, sample,
-                                             GpuPlacement.of(self.options))
+                                             GpuPlacement(self.options.gpu_id))
         self.low_precision_rerun = LowPrecisionRerun(model_dir, tuple(report["margin_rule"]["offset"]),
                                                      report["rerun_threshold"])
         return fp16_dir, report

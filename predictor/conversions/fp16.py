@@ -100,7 +100,11 @@ def convert_fp16(fp32_dir: str, folder: str, sample: list[dict], gpu: GpuPlaceme
     without_attention_masks(fp16_path, os.path.join(folder, UNMASKED, ONNX_FILE))
     reference = outputs_on(fp32_path, sample, gpu)
     got = outputs_on(os.path.join(folder, UNMASKED, ONNX_FILE), sample, gpu)
-    rule = fit_margin_rule(reference, got, (1 - FP16_MIN_AGREEMENT) / 2)
+    # fp16's error grows with the margin (a confident row's log-probabilities
+    # move most, its label never): the noise is measured on the half of the
+    # rows nearest a tie, where labels can move.
+    near = margins(reference) <= np.median(margins(reference))
+    rule = fit_margin_rule(reference[near], got[near], (1 - FP16_MIN_AGREEMENT) / 2)
     fixed = corrected(got, rule.offset)
     threshold, expected = rerun_threshold(margins(fixed), rule)
     report = {"sample_rows": int(len(reference)),
@@ -121,7 +125,7 @@ def cached_fp16_model(cache_dir: str, onnx_key: str, onnx_dir: str, sample: Call
     from predictor.conversions.export_cache import cached_export, export_key, package_version
     from predictor.conversions.onnx_model import read_report
 
-    key = export_key({"from": onnx_key, "step": "fp16",
+    key = export_key({"from": onnx_key, "step": "fp16", "check": 2,
                       "onnxruntime": package_version("onnxruntime-gpu", "onnxruntime")})
     folder, cached = cached_export(cache_dir, key, lambda target: convert_fp16(onnx_dir, target, sample(), gpu))
     return folder, {**read_report(folder, FP16_REPORT), "cached": cached, "key": key}

@@ -138,7 +138,7 @@ def is_out_of_memory(err: Exception) -> bool:
     """ONNX Runtime's CUDA allocation failures, from the arena or from CUDA."""
     text = str(err)
     return any(sign in text for sign in ("Failed to allocate memory", "out of memory", "cudaErrorMemoryAllocation",
-                                         "CUDA_ERROR_OUT_OF_MEMORY"))
+                                         "CUDA_ERROR_OUT_OF_MEMORY", "is smaller than requested bytes"))
 
 
 def adopt_session(path: str, session, threads: int) -> None:
