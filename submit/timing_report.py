@@ -131,6 +131,9 @@ def format_table(report: dict) -> str:
     if engine:
         lines.append(f"engine: {engine['engine']} ({engine['device']}, {engine['precision']}, "
                      f"{engine['cpu_threads']} threads per worker)")
+    runner = report.get("runner")
+    if runner:
+        lines.append(f"runner: {report['workers']} predictor processes on this machine")
     onnx = report.get("onnx")
     if onnx and "step_profile" in onnx:  # generation's two decoding programs
         lines.append(f"onnx: decoding programs ({onnx['precision']}), max logit difference from the Paddle model "
