@@ -30,7 +30,7 @@ from predictor.pruning import full_vocab, prune_vocab
 from predictor.task_kind import TaskKind
 from predictor.tasks import TASK_KINDS
 from predictor.machines.choice import choose_machines
-from predictor.machines.contract import Machines, RunnerSpec
+from predictor.machines.contract import ClusterUnavailable, Machines, RunnerSpec
 from submit.timing_plot import plot_path_for, write_timing_plot
 from submit.timing_report import StageTimer, format_table, repeat_summary, run_report
 from submit.write_submission import OutputError, write_json, write_table
@@ -117,6 +117,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="timing report JSON; default: OUTPUT + .timing.json")
     parser.add_argument("--repeat", type=int, default=1,
                         help="run N times and report min and median (leaderboard-style timing)")
+    parser.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                        help="run the predictor processes as actors of a Ray cluster: alone (or 'local'), a Ray "
+                             "instance started on this machine for the run; 'auto' or HOST:PORT joins a running "
+                             "cluster, whose every node must read --cache-dir at the same path")
     parser.add_argument("--stall-timeout", type=float, default=DEFAULT_STALL_TIMEOUT_S,
                         help="seconds without a finished batch before the run is stopped as stalled")
     parser.add_argument("--retries", type=int, default=DEFAULT_RETRIES,
@@ -205,8 +209,8 @@ def read_and_tokenize(args: argparse.Namespace, task_name: str, vocab_path: str,
 def run_once(args: argparse.Namespace, progress: Progress) -> dict:
     timer = StageTimer()
     with contextlib.ExitStack() as left_on_return:
-        with timer.stage("load"):
-            machines = left_on_return.enter_context(choose_machines())
+        with timer.stage("load"):  # with --ray, a Ray instance is started or joined here
+            machines = left_on_return.enter_context(choose_machines(args.ray))
         # The tokenised input waits on disk between tokenising and predicting.
         spill_folder = left_on_return.enter_context(tempfile.TemporaryDirectory(prefix="ernie_rows_"))
         return run_spilled(args, progress, spill_folder, timer, machines)
@@ -367,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         plot_path = None if args.no_plot else plot_path_for(timing_path)
         if plot_path:
             write_timing_plot(report, plot_path)
-    except (InputError, CheckpointError, OutputError, ScratchSpaceError, EngineUnavailable) as err:
+    except (InputError, CheckpointError, OutputError, ScratchSpaceError, EngineUnavailable, ClusterUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except WorkerFailed as err:

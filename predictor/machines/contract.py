@@ -45,6 +45,12 @@ def make_runner_in_own_process(spec: RunnerSpec):
     return make_runner(spec)
 
 
+class ClusterUnavailable(Exception):
+    """The way of running asked for cannot start (Ray missing or out of
+    reach, a cluster too small for the predictor processes, a node that
+    cannot read the exported model): said in one line, with what to do."""
+
+
 class RunnerPool(Protocol):
     processes: int       # predictor processes (workers, actors)
     retried: list[str]   # what each retry or restart recovered from
