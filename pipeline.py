@@ -7,6 +7,7 @@ value; this file only wires them and times them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -28,8 +29,8 @@ from predictor.engines.options import EngineOptions, EngineUnavailable
 from predictor.pruning import full_vocab, prune_vocab
 from predictor.task_kind import TaskKind
 from predictor.tasks import TASK_KINDS
-from predictor.engines.gpus import visible_gpu_ids
-from predictor.workers import RunnerSpec, WorkerPool, plan_engine_options
+from predictor.machines.choice import choose_machines
+from predictor.machines.contract import ClusterUnavailable, Machines, RunnerSpec
 from submit.timing_plot import plot_path_for, write_timing_plot
 from submit.timing_report import StageTimer, format_table, repeat_summary, run_report
 from submit.write_submission import OutputError, write_json, write_table
@@ -116,6 +117,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="timing report JSON; default: OUTPUT + .timing.json")
     parser.add_argument("--repeat", type=int, default=1,
                         help="run N times and report min and median (leaderboard-style timing)")
+    parser.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                        help="run the predictor processes as actors of a Ray cluster: alone (or 'local'), a Ray "
+                             "instance started on this machine for the run; 'auto' or HOST:PORT joins a running "
+                             "cluster, whose every node must read --cache-dir at the same path")
     parser.add_argument("--stall-timeout", type=float, default=DEFAULT_STALL_TIMEOUT_S,
                         help="seconds without a finished batch before the run is stopped as stalled")
     parser.add_argument("--retries", type=int, default=DEFAULT_RETRIES,
@@ -202,13 +207,17 @@ def read_and_tokenize(args: argparse.Namespace, task_name: str, vocab_path: str,
 
 
 def run_once(args: argparse.Namespace, progress: Progress) -> dict:
-    # The tokenised input waits on disk between tokenising and predicting.
-    with tempfile.TemporaryDirectory(prefix="ernie_rows_") as spill_folder:
-        return run_spilled(args, progress, spill_folder)
-
-
-def run_spilled(args: argparse.Namespace, progress: Progress, spill_folder: str) -> dict:
     timer = StageTimer()
+    with contextlib.ExitStack() as left_on_return:
+        with timer.stage("load"):  # with --ray, a Ray instance is started or joined here
+            machines = left_on_return.enter_context(choose_machines(args.ray))
+        # The tokenised input waits on disk between tokenising and predicting.
+        spill_folder = left_on_return.enter_context(tempfile.TemporaryDirectory(prefix="ernie_rows_"))
+        return run_spilled(args, progress, spill_folder, timer, machines)
+
+
+def run_spilled(args: argparse.Namespace, progress: Progress, spill_folder: str, timer: StageTimer,
+                machines: Machines) -> dict:
     with timer.stage("load"):
         checkpoint = read_checkpoint(args.model_dir)
         kind = TASK_KINDS[checkpoint.task if args.task == "auto" else args.task]
@@ -217,8 +226,7 @@ def run_spilled(args: argparse.Namespace, progress: Progress, spill_folder: str)
         except ValueError as err:  # an option this checkpoint's task cannot take
             raise CheckpointError(f"{args.model_dir}: {err}") from None
         task = kind(args, checkpoint, options)
-        gpu_ids = visible_gpu_ids() if options.device == "gpu" else None
-        options_per_worker = plan_engine_options(options, args.workers, gpu_ids)
+        options_per_worker = machines.plan(options, args.workers)
 
     encoded = EncodedChunks(spill_folder, int(checkpoint.config["vocab_size"]))
     ids = read_and_tokenize(args, task.name, checkpoint.vocab_path, encoded, timer)
@@ -282,8 +290,8 @@ def run_spilled(args: argparse.Namespace, progress: Progress, spill_folder: str)
 
     with timer.stage("load"):
         settings = task.runner_settings(vocab, token_budget)
-        pool = WorkerPool([RunnerSpec(task.name, model_dir, o, settings) for o in options_per_worker],
-                          args.stall_timeout, args.retries)
+        pool = machines.pool([RunnerSpec(task.name, model_dir, o, settings) for o in options_per_worker],
+                             args.stall_timeout, args.retries)
 
     results, result_rows, batch_count, padded_tokens = [], [], 0, 0
     with timer.stage("predict"), pool:
@@ -306,8 +314,8 @@ def run_spilled(args: argparse.Namespace, progress: Progress, spill_folder: str)
         if "int8" in engine_steps:
             def run_fp32(rows: np.ndarray):
                 rerun_batches, jobs = jobs_for_rows(rows)
-                with WorkerPool([RunnerSpec(task.name, fp32_dir, o, settings) for o in options_per_worker],
-                                args.stall_timeout, args.retries) as fp32:
+                with machines.pool([RunnerSpec(task.name, fp32_dir, o, settings) for o in options_per_worker],
+                                   args.stall_timeout, args.retries) as fp32:
                     with progress.bar(len(rows), "fp32 re-run") as bar:
                         results_fp32 = [result for _, result in counted(rerun_batches, fp32.map(jobs), bar)]
                 return task.merge(len(rows), zip((b.rows for b in rerun_batches), task.batch_outputs(results_fp32)))
@@ -335,6 +343,7 @@ def run_spilled(args: argparse.Namespace, progress: Progress, spill_folder: str)
         "export_cached": export_cached,
         "engine": options.describe(),
         **engine_steps,
+        "runner": machines.describe(),
         "workers": pool.processes,
         "worker_retries": pool.retried,
         "tokenizer_workers": args.tokenizer_workers,
@@ -364,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         plot_path = None if args.no_plot else plot_path_for(timing_path)
         if plot_path:
             write_timing_plot(report, plot_path)
-    except (InputError, CheckpointError, OutputError, ScratchSpaceError, EngineUnavailable) as err:
+    except (InputError, CheckpointError, OutputError, ScratchSpaceError, EngineUnavailable, ClusterUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except WorkerFailed as err:

@@ -136,6 +136,18 @@ def format_table(report: dict) -> str:
         busy, predict = report["engine_busy_s"], report["stages_s"]["predict"]
         lines.append(f"engines busy {busy:.2f} s of the {predict:.2f} s predict stage ({busy / predict:.0%}; "
                      f"summed over {report.get('workers', 1)} worker(s))")
+    runner = report.get("runner")
+    if runner:
+        count = report["workers"]
+        if runner["kind"] == "ray":
+            nodes = ", ".join(f"{node['address']} {node['cpus']:g} CPU" + (f" {node['gpus']:g} GPU" if node["gpus"]
+                                                                          else "") for node in runner["nodes"])
+            where = ("a Ray instance of this machine" if runner["address"] == "local"
+                     else f"the Ray cluster at {runner['address']}")
+            lines.append(f"runner: {count} predictor actor{'s' if count != 1 else ''} on {where}; "
+                         f"{len(runner['nodes'])} node{'s' if len(runner['nodes']) != 1 else ''}: {nodes}")
+        else:
+            lines.append(f"runner: {count} predictor process{'es' if count != 1 else ''} on this machine")
     onnx = report.get("onnx")
     if onnx and "step_profile" in onnx:  # generation's two decoding programs
         lines.append(f"onnx: decoding programs ({onnx['precision']}), max logit difference from the Paddle model "

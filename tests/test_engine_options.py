@@ -8,7 +8,7 @@ import pytest
 
 from predictor.engines.options import EngineOptions, EngineUnavailable
 from predictor.engines.paddle_inference import paddle_config
-from predictor.workers import plan_engine_options
+from predictor.machines.local import plan_engine_options
 
 
 class RecordingConfig:

@@ -14,7 +14,7 @@ from predictor.classify.classifier import ClassifyRunner
 from predictor.engines import gpus
 from predictor.engines.onnx_runtime import GpuPlacement, is_out_of_memory, load_session
 from predictor.engines.options import EngineOptions, EngineOutOfMemory, EngineUnavailable
-from predictor.workers import plan_engine_options
+from predictor.machines.local import plan_engine_options
 from tests.tiny_checkpoints import review_texts, tiny_classifier, tiny_generator, write_reviews_csv
 
 

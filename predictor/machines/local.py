@@ -1,4 +1,4 @@
-"""Predictor worker processes: one per GPU, or N oneDNN workers on CPU.
+"""Predictor processes of this host: one per GPU, or N on CPU (`--workers`).
 
 Each process builds its own runner (a Paddle Inference predictor is neither
 fork-safe nor shareable across processes) and takes batches from a shared
@@ -11,24 +11,35 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing as mp
-import os
 import sys
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from typing import Iterable, Iterator
 
+from predictor.engines.gpus import visible_gpu_ids
 from predictor.engines.options import EngineOptions, EngineUnavailable
+from predictor.machines.contract import (JOBS_AHEAD_PER_PROCESS, RunnerSpec, make_runner,
+                                         make_runner_in_own_process)
 from worker_processes import DEFAULT_STALL_TIMEOUT_S, WorkerFailed, ignore_interrupts, run_in_order, stop
 
 
-@dataclass(frozen=True)
-class RunnerSpec:
-    """Everything a process needs to build its runner; plain picklable data."""
-    task: str             # "classify" | "generate"
-    model_dir: str
-    options: EngineOptions
-    settings: object = None  # task-specific plain data, e.g. GenerationSettings
+class ThisMachine:
+    """The predictor processes of this host (the run without --ray)."""
+
+    def plan(self, options: EngineOptions, workers: int) -> list[EngineOptions]:
+        return plan_engine_options(options, workers, visible_gpu_ids() if options.device == "gpu" else None)
+
+    def pool(self, specs: list[RunnerSpec], stall_timeout: float, retries: int) -> "WorkerPool":
+        return WorkerPool(specs, stall_timeout, retries)
+
+    def describe(self) -> dict:
+        return {"kind": "local processes"}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, traceback):
+        pass
 
 
 def plan_engine_options(base: EngineOptions, workers: int, gpu_ids: list[int] | None = None) -> list[EngineOptions]:
@@ -44,24 +55,13 @@ def plan_engine_options(base: EngineOptions, workers: int, gpu_ids: list[int] | 
     return [base] * workers
 
 
-def make_runner(spec: RunnerSpec):
-    from predictor.tasks import TASK_KINDS
-
-    if spec.task not in TASK_KINDS:
-        raise ValueError(f"unknown task {spec.task!r}")
-    return TASK_KINDS[spec.task].runner(spec.model_dir, spec.options, spec.settings)
-
-
 _runner = None  # the runner of this worker process
 
 
 def _start_worker(specs_queue, all_loaded) -> None:
     global _runner
     ignore_interrupts()
-    spec: RunnerSpec = specs_queue.get()
-    # The math library must not start more threads than the engine asked for.
-    os.environ["OMP_NUM_THREADS"] = str(spec.options.cpu_threads)
-    _runner = make_runner(spec)
+    _runner = make_runner_in_own_process(specs_queue.get())
     all_loaded.wait()
 
 
@@ -71,12 +71,6 @@ def _run_job(job):
 
 def _loaded() -> bool:
     return _runner is not None
-
-
-# Jobs handed out per process ahead of the result awaited: enough to keep
-# every process busy, few enough that a chunk's padded batches are made as
-# they are needed rather than all at once.
-JOBS_AHEAD_PER_PROCESS = 2
 
 
 class WorkerPool:
