@@ -104,6 +104,15 @@ def test_bad_input_on_ray_is_refused_as_locally(workdir, classifier, cluster, ca
     assert said[0] == said[1] and "bad.csv, row 2, field 'id': duplicate id '1'" in said[0]
 
 
+def test_an_address_where_no_ray_head_answers_is_one_line_and_exit_2(workdir, classifier, capsys):
+    input_path = write_reviews_csv(os.path.join(workdir, "few.csv"), review_texts(3))
+    output = os.path.join(workdir, "no_head.csv")
+    assert pipeline.main([input_path, classifier, output, "--quiet", "--ray", "127.0.0.1:1"]) == 2
+    said = capsys.readouterr().err
+    assert said.startswith("error: --ray 127.0.0.1:1: no Ray head answers there") and said.count("\n") == 1, said
+    assert not os.path.exists(output)
+
+
 def start_run(workdir, model_dir, input_path, output, cluster, *options) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=REPO, GLOG_minloglevel="2", PYTHONWARNINGS="ignore", PYTHONFAULTHANDLER="1")
     return subprocess.Popen([sys.executable, "-m", "pipeline", input_path, model_dir, output, "--quiet", "--no-plot",

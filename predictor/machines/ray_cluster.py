@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import signal
+import socket
 import time
 from collections import deque
 from typing import Iterable, Iterator
@@ -70,6 +71,11 @@ class RayCluster:
                 logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
                 ray.init(address=LOCAL_INSTANCE, num_cpus=os.cpu_count(), include_dashboard=False, **quiet)
             else:
+                why = unreachable(self.address)
+                if why:
+                    raise ClusterUnavailable(f"--ray {self.address}: no Ray head answers there ({why}): start one "
+                                             "with `ray start --head`, or give --ray alone for an instance of this "
+                                             "machine")
                 ray.init(address=self.address, **quiet)
         except (ConnectionError, ValueError, RuntimeError) as err:
             raise ClusterUnavailable(f"--ray {self.address}: cannot start or join Ray: {first_line(err)}") from None
@@ -99,6 +105,20 @@ class RayCluster:
                 "nodes": [{"address": node["NodeManagerAddress"], "id": node["NodeID"][:8],
                            "cpus": node["Resources"].get("CPU", 0), "gpus": node["Resources"].get("GPU", 0)}
                           for node in ray.nodes() if node["Alive"]]}
+
+
+def unreachable(address: str, timeout_s: float = 5.0) -> str | None:
+    """Why HOST:PORT takes no connection, or None (also for the forms Ray
+    reads otherwise, such as `auto`). Ray itself waits minutes for a head
+    that is not there, printing retries."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or "://" in host:
+        return None
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return None
+    except OSError as err:
+        return err.strerror or type(err).__name__
 
 
 def first_line(err: BaseException) -> str:
