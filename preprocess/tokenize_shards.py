@@ -17,10 +17,14 @@ from preprocess.framing import frame_for_generation, frame_single_or_pair
 from preprocess.wordpiece import FastWordPiece
 from worker_processes import SpawnedPool, ignore_interrupts
 
-# Below this many rows per extra process, spawning costs more than it saves
-# (FastWordPiece does ~6k reviews per second per process, and each worker
-# spends ~0.4 s building its tokenizer).
-MIN_ROWS_PER_SHARD = 20_000
+# Below this many rows per extra process, spawning costs more than it saves:
+# FastWordPiece does 6-10k reviews per second per process, and a worker costs
+# about a second to start (spawn, imports, the tokenizer's tables), once per
+# run since the processes live across chunks. A chunk of 100,000 rows then
+# goes to 16 processes on a 16-core machine (tokenising 200,000 reviews there
+# took 10 s on 5 processes under the earlier rule of 20,000 rows a process),
+# while inputs of a few thousand rows stay in this process.
+MIN_ROWS_PER_SHARD = 6_000
 
 
 @dataclass(frozen=True)
