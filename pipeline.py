@@ -20,6 +20,7 @@ import numpy as np
 from preprocess.encoded_chunks import EncodedChunks, ScratchSpaceError
 from preprocess.encoded_rows import EncodedRows
 from preprocess.input_table import CHUNK_ROWS, ColumnNames, InputError, input_format, read_input_chunks
+from preprocess.read_ahead import read_ahead
 from preprocess.tokenize_shards import Framing, ShardedEncoder
 from preprocess.wordpiece import read_vocab
 from predictor.batching import exact_length_batches, length_sorted_batches
@@ -192,8 +193,8 @@ def read_and_tokenize(args: argparse.Namespace, task_name: str, vocab_path: str,
     """Every row of the input file, a chunk at a time: validated, tokenised
     and put in `encoded`; returns the row ids, the one per-row text kept."""
     framing = Framing(task_name, args.max_seq_len, args.max_title_len)
-    chunks = read_input_chunks(args.input, ColumnNames(args.id_column, args.text_column, args.pair_column),
-                               args.chunk_rows)
+    chunks = read_ahead(read_input_chunks(args.input, ColumnNames(args.id_column, args.text_column,
+                                                                  args.pair_column), args.chunk_rows))
     ids: list[str] = []
     with ShardedEncoder(vocab_path, framing, workers=args.tokenizer_workers) as encoder:
         while True:

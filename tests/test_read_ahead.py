@@ -1,0 +1,41 @@
+import threading
+
+import pytest
+
+from preprocess.read_ahead import read_ahead
+
+
+def test_items_come_in_order_and_all_of_them():
+    assert list(read_ahead(iter(range(50)))) == list(range(50))
+    assert list(read_ahead(iter([]))) == []
+
+
+def test_an_error_comes_out_after_the_items_before_it():
+    def items():
+        yield "first"
+        yield "second"
+        raise ValueError("row 3 is bad")
+
+    got = []
+    with pytest.raises(ValueError, match="row 3 is bad"):
+        for item in read_ahead(items()):
+            got.append(item)
+    assert got == ["first", "second"]
+
+
+def test_reading_runs_at_most_one_item_ahead_and_stops_with_the_consumer():
+    produced = []
+    released = threading.Event()
+
+    def items():
+        for i in range(100):
+            produced.append(i)
+            yield i
+        released.set()
+
+    reader = read_ahead(items())
+    assert next(reader) == 0
+    reader.close()
+    # The item handed over, one waiting in the queue, one the thread holds.
+    assert len(produced) <= 3
+    assert not released.is_set()
