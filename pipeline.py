@@ -246,7 +246,7 @@ def run_spilled(args: argparse.Namespace, progress: Progress, spill_folder: str,
 
     token_budget = args.token_budget or DEFAULT_TOKEN_BUDGET[options.engine, options.device]
 
-    batching = exact_length_batches if options.unpadded_batches else length_sorted_batches
+    batching = exact_length_batches if options.unpadded_batches and task.one_length_batches else length_sorted_batches
 
     def batches_for(rows: EncodedRows, only: np.ndarray | None = None) -> list:
         return batching(rows.lengths, task.job_token_budget(token_budget), task.max_batch_rows, only)

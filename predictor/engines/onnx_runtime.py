@@ -1,4 +1,6 @@
-"""ONNX Runtime behind the engine seam: one CPU session over model.onnx.
+"""ONNX Runtime behind the engine seam: one session over model.onnx, on the
+CPU or on the CUDA provider (GpuPlacement); a decoder's cache in host numpy
+arrays (NumpyArrays) or, on the GPU, in device memory (DeviceArrays).
 
 The model folder is what predictor/conversions/onnx_model.py (fp32, transformer
 fusions checked against the Paddle program), predictor/classify/int8_guard.py (INT8
