@@ -105,8 +105,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "uses; default: on for classification (exact), off for generation (a pruned LM "
                              "head cannot say ids outside the kept set: add them with --keep-ids-from)")
     parser.add_argument("--max-batch-rows", type=int, default=None,
-                        help="rows per batch at most; default: 64 for generation, no limit for classification "
-                             "(256 with --tensorrt)")
+                        help="rows per batch at most; default: 64 for generation (256 on GPU), no limit for "
+                             "classification (256 with --tensorrt)")
     parser.add_argument("--id-column", default="id")
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--pair-column", default=None,

@@ -163,7 +163,8 @@ def cuda_on_cpu(monkeypatch):
     from predictor.engines.onnx_runtime import GpuPlacement
 
     monkeypatch.setattr(gpus, "driver_gpu_count", lambda: 1)
-    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(onnxruntime, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     monkeypatch.setattr(GpuPlacement, "providers", lambda self: ["CPUExecutionProvider"])
     monkeypatch.setattr(GpuPlacement, "ortvalue_device", lambda self: ("cpu", 0))
     cpu_session = onnxruntime.InferenceSession

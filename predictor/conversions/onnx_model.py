@@ -102,10 +102,11 @@ def fuse_transformer(onnx_path: str, fused_path: str, shape: TransformerShape,
         model = optimize_model(folded, model_type="bert", num_heads=shape.num_heads, hidden_size=shape.hidden_size,
                                optimization_options=fusion, opt_level=0)
         model.save_model_to_file(fused_path)
+        fused = model.get_fused_operator_statistics()  # which logs them too
     finally:
         logging.disable(logging.NOTSET)
     os.remove(folded)
-    return {op: count for op, count in model.get_fused_operator_statistics().items() if count}
+    return {op: count for op, count in fused.items() if count}
 
 
 def max_difference(outputs: list[list[np.ndarray]], reference: list[list[np.ndarray]]) -> float:
