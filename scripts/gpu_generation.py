@@ -22,12 +22,16 @@ warm run's stages, decoding split and rows/s; the fp16 probe's agreement
 with fp32; exact match, token agreement and BLEU-4 of fp16 against fp32 and
 of each against --baseline; with --baseline-seconds, each side's speed-up
 over the baseline's time. The submissions stay in OUT (harness_fp16.csv,
-harness_fp32.csv) for check_accuracy.
+harness_fp32.csv) for check_accuracy. Options after `--` go to both sides'
+runs, e.g. `-- --max-batch-rows 512` (sources decoded together; 256 on the
+GPU by default).
 
-The baseline: `python -m scripts.standard_method data/demo/sources_2000.csv
-data/demo/unimo-text-demo generate_2000.csv --max-new-tokens 32
---min-new-tokens 32` on a machine with Paddle's GPU build writes
-PaddleNLP's generate() (batches of 32) for the same rows; time it there.
+The baseline: with data/demo/sources_2000.csv and data/demo/unimo-text-demo
+copied to a machine with Paddle's GPU build, `python -m
+scripts.standard_method data/demo/sources_2000.csv data/demo/unimo-text-demo
+generate_2000.csv --max-new-tokens 32 --min-new-tokens 32` writes PaddleNLP's
+generate() (dygraph, batches of 32) for the same rows; its wall time there
+is --baseline-seconds.
 """
 from __future__ import annotations
 
@@ -92,8 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{args.rows} rows x {args.new_tokens} new tokens on the GPU (warm run of {args.runs}):")
     for name, side in sides.items():
         against = side.get("vs_baseline")
+        decoding = side["decoding"]
+        # The loop's time per step holds the cache's small graphs, the logits'
+        # copy to the host and the numpy argmax (the last two are what
+        # choosing tokens on the device would save).
         print(f"  {name}: {side['warm_wall_s']:.2f} s wall (predict {side['stages_s']['predict']:.2f} s, "
-              f"{side['rows_per_s']} rows/s)"
+              f"{side['rows_per_s']} rows/s; {decoding['decode_steps']} steps, inside the engines "
+              f"{decoding['engine_s']:.2f} s, loop {decoding['loop_overhead_ms_per_step']} ms/step)"
               + (f", {side['speedup_vs_baseline']:.2f}x the baseline" if "speedup_vs_baseline" in side else "")
               + (f", exact match with the baseline {against['exact_match']:.4f}" if against else ""))
     print(f"  fp16 against fp32: exact match {results['fp16_vs_fp32']['exact_match']:.4f}")
