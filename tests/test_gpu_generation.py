@@ -8,9 +8,10 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import onnxruntime
 import pytest
 
-from predictor.engines.onnx_runtime import DeviceArrays, NumpyArrays, OnnxRuntimeEngine
+from predictor.engines.onnx_runtime import DeviceArrays, GpuPlacement, NumpyArrays, OnnxRuntimeEngine
 from predictor.engines.options import EngineOptions
 from predictor.generate.cached_decoder import CachedDecoder, left_padded
 from predictor.generate.decoding import DecodeSettings, decode
@@ -53,8 +54,9 @@ def job(rows: int = 9) -> dict:
 
 
 def decoder(model_dir: str, on_device: bool, prompt_token_budget: int = 1024, max_positions: int = 40,
-            precision: str = "fp32") -> CachedDecoder:
-    options = EngineOptions(engine="onnxruntime", precision="fp32", cpu_threads=1)
+            precision: str = "fp32", gpu: bool = False) -> CachedDecoder:
+    options = (EngineOptions(engine="onnxruntime", device="gpu", precision=precision) if gpu else
+               EngineOptions(engine="onnxruntime", precision="fp32", cpu_threads=1))
     engines = [OnnxRuntimeEngine(os.path.join(model_dir, program), options, resident_on_device=on_device)
                for program in (PROMPT_PROGRAM, STEP_PROGRAM)]
     return CachedDecoder(*engines, max_positions, prompt_token_budget, precision=precision)
@@ -79,16 +81,21 @@ def test_the_cache_on_the_device_gives_the_numpy_path_s_ids(programs, settings, 
         assert len({len(ids) for ids in expected}) > 1  # rows finished and left the batch
 
 
-def test_device_arrays_write_a_position_in_place_and_pad_with_zeros():
-    import onnxruntime
+# On a machine with ONNX Runtime's CUDA provider the same checks run on GPU 0 too.
+CUDA = pytest.mark.skipif("CUDAExecutionProvider" not in onnxruntime.get_available_providers(),
+                          reason="ONNX Runtime's CUDA provider is not installed here")
 
-    arrays = DeviceArrays(None)
+
+@pytest.mark.parametrize("gpu", [None, pytest.param(GpuPlacement(0), marks=CUDA)], ids=["cpu", "cuda"])
+def test_device_arrays_write_a_position_in_place_and_pad_with_zeros(gpu):
+    arrays = DeviceArrays(gpu)
     blocks = [np.arange(2 * 3 * 2 * 4, dtype=np.float32).reshape(2, 3, 2, 4) for _ in range(2)]
-    values = [onnxruntime.OrtValue.ortvalue_from_numpy(b) for b in blocks]
+    values = [onnxruntime.OrtValue.ortvalue_from_numpy(b, *arrays.device) for b in blocks]
     wide = arrays.widened(values, 5)
     assert wide[0].shape() == [2, 3, 5, 4] and not wide[1].numpy()[:, :, 2:].any()
     before = [w.data_ptr() for w in wide]
-    new = [onnxruntime.OrtValue.ortvalue_from_numpy(np.full((2, 3, 1, 4), 7, np.float32)) for _ in range(2)]
+    new = [onnxruntime.OrtValue.ortvalue_from_numpy(np.full((2, 3, 1, 4), 7, np.float32), *arrays.device)
+           for _ in range(2)]
     written = arrays.put_position(wide, 3, new)
     assert [w.data_ptr() for w in written] == before  # the same memory, written where it lies
     expected = np.zeros((2, 3, 5, 4), np.float32)
@@ -152,15 +159,25 @@ def test_the_fp16_programs_hold_fp16_caches_and_report_their_agreement(programs,
     assert np.mean([a.tolist() == b.tolist() for a, b in zip(got, expected)]) >= 0.75
 
 
+@CUDA
+@pytest.mark.parametrize("precision, least_equal", [("fp32", 9), ("fp16", 7)])
+def test_on_a_gpu_the_decoder_gives_the_cpu_s_ids(programs, gpu_programs, precision, least_equal):
+    """GPU 0, the cache in its memory: fp32 (TF32 off) the CPU's ids, fp16
+    nearly all of them (the tiny model's ties are rare)."""
+    on_gpu = decoder(gpu_programs[precision], None, precision=precision, gpu=True)
+    assert isinstance(on_gpu.arrays, DeviceArrays) and on_gpu.arrays.device == ("cuda", 0)
+    for settings in (DecodeSettings(max_new_tokens=20), DecodeSettings(strategy="beam", num_beams=3, max_new_tokens=8)):
+        expected = decode(decoder(programs["onnx"], False), job(), 9, settings, programs["special"])
+        got = decode(on_gpu, job(), 9, settings, programs["special"])
+        assert sum(a.tolist() == b.tolist() for a, b in zip(got, expected)) >= least_equal
+
+
 @pytest.fixture
 def cuda_on_cpu(monkeypatch):
     """--device gpu with ONNX Runtime's CUDA provider stood in by the CPU one:
     one GPU listed, sessions opened for it run on the CPU, values it would
     hold on the device held on the host. Everything else is the GPU path."""
-    import onnxruntime
-
     from predictor.engines import gpus
-    from predictor.engines.onnx_runtime import GpuPlacement
 
     monkeypatch.setattr(gpus, "driver_gpu_count", lambda: 1)
     monkeypatch.setattr(onnxruntime, "get_available_providers",
