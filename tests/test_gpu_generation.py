@@ -150,6 +150,13 @@ def test_the_fp16_programs_hold_fp16_caches_and_report_their_agreement(programs,
         assert all(floats[name] == onnx.TensorProto.FLOAT for name in floats if name in FP32_INPUTS or name == logits)
         caches = [name for name in floats if name not in FP32_INPUTS and name != logits]
         assert caches and all(floats[name] == onnx.TensorProto.FLOAT16 for name in caches)
+        # The LM head's product stays fp32: its weights, and its input cast to fp32.
+        weights = {t.name: t for t in model.graph.initializer}
+        head = next(n for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and
+                    any(TINY_UNIMO["vocab_size"] in weights[i].dims for i in n.input if i in weights))
+        assert {weights[i].data_type for i in head.input if i in weights} == {onnx.TensorProto.FLOAT}
+        cast = next(n for n in model.graph.node if head.input[0] in n.output)
+        assert cast.op_type == "Cast" and cast.attribute[0].i == onnx.TensorProto.FLOAT
     fp16 = gpu_programs["fp16_report"]
     assert 0 < fp16["max_logit_diff"] < 1.0 and fp16["probe_top1_agreement"] >= 0.9 and fp16["on"] == "cpu"
     # Decoded end to end with the device path: ids close to fp32's.

@@ -42,17 +42,19 @@ SAMPLE_ROWS = 2048
 FP16_MIN_AGREEMENT = 0.999
 
 
-def as_fp16(model, keep_io_types: bool | list[str] = True):
+def as_fp16(model, keep_io_types: bool | list[str] = True, fp32_nodes: list[str] | None = None):
     """A copy of an fp32 ModelProto in fp16, its inputs and outputs kept (ids
-    in, fp32 probabilities out), or only those named in `keep_io_types`.
-    Symbolic shape inference is skipped: it refuses some fused graphs and
-    gives the same conversion on these."""
+    in, fp32 probabilities out), or only those named in `keep_io_types`; the
+    nodes named in `fp32_nodes` stay fp32. Symbolic shape inference is
+    skipped: it refuses some fused graphs and gives the same conversion on
+    these."""
     from onnxruntime.transformers.onnx_model import OnnxModel
 
     copy = type(model)()
     copy.CopyFrom(model)
     converted = OnnxModel(copy)
-    converted.convert_float_to_float16(use_symbolic_shape_infer=False, keep_io_types=keep_io_types)
+    converted.convert_float_to_float16(use_symbolic_shape_infer=False, keep_io_types=keep_io_types,
+                                       node_block_list=fp32_nodes or [])
     return converted.model
 
 

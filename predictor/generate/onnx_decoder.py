@@ -11,7 +11,8 @@ and the CUDA provider optimises the rest at load.
 
 fp16 (GPU; convert_fp16_decoder, cached under its own key by
 predictor/conversions/fp16.py's cached_fp16): the fp32 GPU programs with
-weights, activations and key/value caches in fp16, masks and logits fp32,
+weights, activations and key/value caches in fp16, masks, the LM head's
+product and logits fp32,
 its probe logits against the eager fp32 layer's reported, not held to a
 tolerance.
 
@@ -211,16 +212,44 @@ def convert_generator(paddle_dir: str, folder: str, profile_job: dict, vocab_siz
 
 
 # Float inputs of the decoding programs that stay fp32 in fp16, with the
-# logits (the first output of both): masks and logits are small, and the
-# loop's argmax and beam scores stay fp32. Every key/value cache input and
+# logits (the first output of both, and the LM head's product that makes
+# them): masks and logits are small, and the loop's argmax and beam scores
+# stay fp32. Every key/value cache input and
 # output is fp16: the cache is what a step reads most, and a cache kept
 # fp32 would be cast to fp16 again by every step.
 FP32_INPUTS = ("attn_mask", "prompt_bias", "generated_bias")
 
 
+def lm_head_in_fp32(model) -> list[str]:
+    """Names of the nodes from the LM head's multiply to the logits (the
+    first output), for an fp16 conversion to keep fp32, with a Cast to fp32
+    put before the multiply (the converter casts only inputs whose type
+    ONNX's shape inference knows, and it does not know a fused layer norm's).
+    So logits are not rounded to fp16's steps (0.008 at 10), which would tie
+    a close runner-up with the token chosen; the fp32 product is one
+    [rows, hidden] x [hidden, vocab] a step. No such multiply found: []."""
+    from onnx import TensorProto, helper
+
+    nodes = list(model.graph.node)
+    producers = {out: node for node in nodes for out in node.output}
+    names, name = [], model.graph.output[0].name
+    while name in producers and len(names) < 4:
+        node = producers[name]
+        node.name = node.name or f"lm_head_{len(names)}"
+        names.append(node.name)
+        if node.op_type in ("MatMul", "Gemm"):
+            cast = helper.make_node("Cast", [node.input[0]], [node.input[0] + "_fp32"], to=TensorProto.FLOAT,
+                                    name="lm_head_input_fp32")
+            node.input[0] = cast.output[0]
+            model.graph.node.insert(nodes.index(node), cast)
+            return names + [cast.name]
+        name = next((i for i in node.input if i in producers), "")  # the activation, not the bias
+    return []
+
+
 def convert_fp16_decoder(fp32_dir: str, folder: str, gpu: GpuPlacement | None, threads: int = 1) -> dict:
-    """Write folder/{prompt,step}/model.onnx in fp16 (caches fp16, masks and
-    logits fp32) and the fp16 report: the probe decoded by them, on the
+    """Write folder/{prompt,step}/model.onnx in fp16 (caches fp16; masks, the
+    LM head's product and logits fp32) and the fp16 report: the probe decoded by them, on the
     device they will run on (`gpu`; None: the CPU provider), against the
     eager fp32 layer's logits. fp16 moves logits by more than fp32 noise, so
     the difference is measured and reported, not held to a tolerance; only
@@ -238,7 +267,7 @@ def convert_fp16_decoder(fp32_dir: str, folder: str, gpu: GpuPlacement | None, t
         model = onnx.load(os.path.join(fp32_dir, program, ONNX_FILE))
         kept = [i.name for i in model.graph.input if i.name in FP32_INPUTS] + [model.graph.output[0].name]
         os.makedirs(os.path.join(folder, program))
-        onnx.save(as_fp16(model, kept), os.path.join(folder, program, ONNX_FILE))
+        onnx.save(as_fp16(model, kept, lm_head_in_fp32(model)), os.path.join(folder, program, ONNX_FILE))
     shutil.copy(os.path.join(fp32_dir, PROBE_FILE), os.path.join(folder, PROBE_FILE))
     reference = read_probe_reference(fp32_dir)
     options = (EngineOptions(engine="onnxruntime", device="gpu", precision="fp16", gpu_id=gpu.gpu_id,

@@ -140,7 +140,7 @@ class GenerateTask(TaskKind):
         # The check runs in this process, outside any --gpu-memory-limit-mb.
         gpu = GpuPlacement(self.options.gpu_id)
         return cached_fp16(cache_dir, onnx_step["key"], lambda folder: convert_fp16_decoder(model_dir, folder, gpu),
-                           check=1)
+                           check=2)
 
     def runner_settings(self, vocab, token_budget: int):
         from predictor.generate.runner import GenerationSettings, special_ids
