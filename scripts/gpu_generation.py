@@ -100,9 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         # The loop's time per step holds the cache's small graphs, the logits'
         # copy to the host and the numpy argmax (the last two are what
         # choosing tokens on the device would save).
-        print(f"  {name}: {side['warm_wall_s']:.2f} s wall (predict {side['stages_s']['predict']:.2f} s, "
-              f"{side['rows_per_s']} rows/s; {decoding['decode_steps']} steps, inside the engines "
-              f"{decoding['engine_s']:.2f} s, loop {decoding['loop_overhead_ms_per_step']} ms/step)"
+        predict = side["stages_s"]["predict"]
+        print(f"  {name}: {side['warm_wall_s']:.2f} s wall (predict {predict:.2f} s, {side['rows_per_s']} rows/s, "
+              f"{side['generated_tokens'] / predict:.0f} new tokens/s in predict; {decoding['decode_steps']} steps, "
+              f"inside the engines {decoding['engine_s']:.2f} s, loop {decoding['loop_overhead_ms_per_step']} ms/step)"
               + (f", {side['speedup_vs_baseline']:.2f}x the baseline" if "speedup_vs_baseline" in side else "")
               + (f", exact match with the baseline {against['exact_match']:.4f}" if against else ""))
     print(f"  fp16 against fp32: exact match {results['fp16_vs_fp32']['exact_match']:.4f}")
