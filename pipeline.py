@@ -106,8 +106,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "uses; default: on for classification (exact), off for generation (a pruned LM "
                              "head cannot say ids outside the kept set: add them with --keep-ids-from)")
     parser.add_argument("--max-batch-rows", type=int, default=None,
-                        help="rows per batch at most; default: 64 for generation, no limit for classification "
-                             "(256 with --tensorrt)")
+                        help="rows per batch at most; default: 64 for generation (256 on GPU), no limit for "
+                             "classification (256 with --tensorrt)")
     parser.add_argument("--id-column", default="id")
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--pair-column", default=None,
@@ -247,7 +247,7 @@ def run_spilled(args: argparse.Namespace, progress: Progress, spill_folder: str,
 
     token_budget = args.token_budget or DEFAULT_TOKEN_BUDGET[options.engine, options.device]
 
-    batching = exact_length_batches if options.unpadded_batches else length_sorted_batches
+    batching = exact_length_batches if options.unpadded_batches and task.one_length_batches else length_sorted_batches
 
     def batches_for(rows: EncodedRows, only: np.ndarray | None = None) -> list:
         return batching(rows.lengths, task.job_token_budget(token_budget), task.max_batch_rows, only)

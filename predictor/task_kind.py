@@ -22,6 +22,10 @@ class TaskKind:
     # EngineOptions fields this kind sets differently from their defaults.
     engine_defaults: dict = {}
     max_batch_rows: int | None = None
+    # Batches of one length each where the engine runs those faster
+    # (EngineOptions.unpadded_batches: unmasked fused attention); a kind whose
+    # batches are padded anyway keeps length-sorted ones under the budget.
+    one_length_batches: bool = True
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:

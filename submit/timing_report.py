@@ -149,21 +149,26 @@ def format_table(report: dict) -> str:
         else:
             lines.append(f"runner: {count} predictor process{'es' if count != 1 else ''} on this machine")
     onnx = report.get("onnx")
-    if onnx and "step_profile" in onnx:  # generation's two decoding programs
+    if onnx and "max_logit_diff" in onnx:  # generation's two decoding programs
         lines.append(f"onnx: decoding programs ({onnx['precision']}), max logit difference from the Paddle model "
                      f"{onnx['max_logit_diff']:.1e} on a {onnx['probe_rows']}-row probe, top-1 agreement "
                      f"{onnx['probe_top1_agreement']:.3f}")
-        profile = onnx["step_profile"]
-        split = ", ".join(f"{name.replace('_', ' ')} {ms:.1f}" for name, ms in profile["ms_per_step"].items())
-        lines.append(f"one step of {profile['rows']} rows over a {profile['prompt_width']}-token prompt: "
-                     f"{profile['total_ms_per_step']:.1f} ms = {split} (ms, profiled at conversion)")
+        profile = onnx.get("step_profile")  # the CPU's; a conversion for the GPU has none
+        if profile:
+            split = ", ".join(f"{name.replace('_', ' ')} {ms:.1f}" for name, ms in profile["ms_per_step"].items())
+            lines.append(f"one step of {profile['rows']} rows over a {profile['prompt_width']}-token prompt: "
+                         f"{profile['total_ms_per_step']:.1f} ms = {split} (ms, profiled at conversion)")
     elif onnx:
         fused = ", ".join(f"{op} {n}" for op, n in onnx["fused_ops"].items()) or "none"
         kept = "kept" if onnx["fusions_kept"] else "NOT kept (outputs moved; unfused graph runs)"
         lines.append(f"onnx: fusions {kept}: {fused}; max difference from the Paddle program "
                      f"{onnx['fused_max_abs_diff']:.1e}")
     fp16 = report.get("fp16")
-    if fp16:
+    if fp16 and "max_logit_diff" in fp16:  # generation's decoding programs
+        lines.append(f"fp16: decoding programs (caches fp16), max logit difference from the fp32 model "
+                     f"{fp16['max_logit_diff']:.1e} on a {fp16['probe_rows']}-row probe, top-1 agreement "
+                     f"{fp16['probe_top1_agreement']:.3f} (on {fp16['on']}{', cached' if fp16['cached'] else ''})")
+    elif fp16:
         lines.append(f"fp16: label agreement with the fp32 model {fp16['label_agreement']:.4f}, largest probability "
                      f"difference {fp16['max_prob_diff']:.1e}, on {fp16['sample_rows']} rows of this input "
                      f"(both on the GPU{', cached' if fp16['cached'] else ''}); rows with a margin at or under "

@@ -42,16 +42,19 @@ SAMPLE_ROWS = 2048
 FP16_MIN_AGREEMENT = 0.999
 
 
-def as_fp16(model):
+def as_fp16(model, keep_io_types: bool | list[str] = True, fp32_nodes: list[str] | None = None):
     """A copy of an fp32 ModelProto in fp16, its inputs and outputs kept (ids
-    in, fp32 probabilities out). Symbolic shape inference is skipped: it
-    refuses some fused graphs and gives the same conversion on these."""
+    in, fp32 probabilities out), or only those named in `keep_io_types`; the
+    nodes named in `fp32_nodes` stay fp32. Symbolic shape inference is
+    skipped: it refuses some fused graphs and gives the same conversion on
+    these."""
     from onnxruntime.transformers.onnx_model import OnnxModel
 
     copy = type(model)()
     copy.CopyFrom(model)
     converted = OnnxModel(copy)
-    converted.convert_float_to_float16(use_symbolic_shape_infer=False, keep_io_types=True)
+    converted.convert_float_to_float16(use_symbolic_shape_infer=False, keep_io_types=keep_io_types,
+                                       node_block_list=fp32_nodes or [])
     return converted.model
 
 
@@ -122,10 +125,17 @@ def convert_fp16(fp32_dir: str, folder: str, sample: list[dict], gpu: GpuPlaceme
 def cached_fp16_model(cache_dir: str, onnx_key: str, onnx_dir: str, sample: Callable[[], list[dict]],
                       gpu: GpuPlacement) -> tuple[str, dict]:
     """(folder of the fp16 model.onnx, its check), once per fp32 model."""
+    return cached_fp16(cache_dir, onnx_key, lambda target: convert_fp16(onnx_dir, target, sample(), gpu), check=2)
+
+
+def cached_fp16(cache_dir: str, onnx_key: str, convert_into: Callable[[str], dict], check: int) -> tuple[str, dict]:
+    """(folder, the report convert_into wrote as FP16_REPORT): an fp16
+    conversion of the ONNX model under `onnx_key`, cached under its own key
+    (`check` is bumped when what the conversion writes changes)."""
     from predictor.conversions.export_cache import cached_export, export_key, package_version
     from predictor.conversions.onnx_model import read_report
 
-    key = export_key({"from": onnx_key, "step": "fp16", "check": 2,
+    key = export_key({"from": onnx_key, "step": "fp16", "check": check,
                       "onnxruntime": package_version("onnxruntime-gpu", "onnxruntime")})
-    folder, cached = cached_export(cache_dir, key, lambda target: convert_fp16(onnx_dir, target, sample(), gpu))
+    folder, cached = cached_export(cache_dir, key, convert_into)
     return folder, {**read_report(folder, FP16_REPORT), "cached": cached, "key": key}

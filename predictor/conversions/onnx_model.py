@@ -73,10 +73,14 @@ def fold_constants(onnx_path: str, folded_path: str) -> None:
     onnxruntime.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
 
 
-def fuse_transformer(onnx_path: str, fused_path: str, shape: TransformerShape) -> dict[str, int]:
+def fuse_transformer(onnx_path: str, fused_path: str, shape: TransformerShape,
+                     attention: bool = True) -> dict[str, int]:
     """ONNX Runtime's BERT fusions; returns how many of each fused op it made.
     The mask stays a full 0/1 mask (not a per-row length), so a [PAD] id inside
-    a text is masked exactly as PaddleNLP masks it."""
+    a text is masked exactly as PaddleNLP masks it. `attention=False` leaves
+    attention and the embeddings as they are and fuses the layer norms and
+    GELUs only (a decoder's attention over an outside cache is no Attention
+    op, and its embeddings take explicit positions)."""
     from onnxruntime.transformers.fusion_options import AttentionMaskFormat, FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
@@ -84,6 +88,8 @@ def fuse_transformer(onnx_path: str, fused_path: str, shape: TransformerShape) -
     fold_constants(onnx_path, folded)
     fusion = FusionOptions("bert")
     fusion.attention_mask_format = AttentionMaskFormat.AttentionMask
+    if not attention:
+        fusion.enable_attention = fusion.enable_embed_layer_norm = False
     # Symbolic shape inference only lets the fusions refuse adds that
     # broadcast; an ERNIE's residual adds never do, and the fused graph is
     # checked against the Paddle program anyway. Without it the optimizer
@@ -96,10 +102,11 @@ def fuse_transformer(onnx_path: str, fused_path: str, shape: TransformerShape) -
         model = optimize_model(folded, model_type="bert", num_heads=shape.num_heads, hidden_size=shape.hidden_size,
                                optimization_options=fusion, opt_level=0)
         model.save_model_to_file(fused_path)
+        fused = model.get_fused_operator_statistics()  # which logs them too
     finally:
         logging.disable(logging.NOTSET)
     os.remove(folded)
-    return {op: count for op, count in model.get_fused_operator_statistics().items() if count}
+    return {op: count for op, count in fused.items() if count}
 
 
 def max_difference(outputs: list[list[np.ndarray]], reference: list[list[np.ndarray]]) -> float:

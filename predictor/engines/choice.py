@@ -5,7 +5,8 @@ prints). Every engine behind the seam maps named numpy inputs to numpy
 outputs with `run(feeds)`, and for a decoder's cache also runs inputs in
 order to outputs that stay in the engine's memory (`run_resident`), with
 the few array operations the decoder needs on them (`arrays`:
-predictor/engines/onnx_runtime.py's NumpyArrays, or paddle_inference.py's PaddleArrays); one file each:
+predictor/engines/onnx_runtime.py's NumpyArrays on the CPU and DeviceArrays
+on the GPU, or paddle_inference.py's PaddleArrays); one file each:
 
 - predictor/engines/paddle_inference.py: Paddle Inference over the exported program
   (GPU: FP16, fused passes, optional TensorRT; CPU: oneDNN);

@@ -1,4 +1,6 @@
-"""ONNX Runtime behind the engine seam: one CPU session over model.onnx.
+"""ONNX Runtime behind the engine seam: one session over model.onnx, on the
+CPU or on the CUDA provider (GpuPlacement); a decoder's cache in host numpy
+arrays (NumpyArrays) or, on the GPU, in device memory (DeviceArrays).
 
 The model folder is what predictor/conversions/onnx_model.py (fp32, transformer
 fusions checked against the Paddle program), predictor/classify/int8_guard.py (INT8
@@ -89,6 +91,10 @@ class GpuPlacement:
             cuda["gpu_mem_limit"] = self.memory_limit_mb * 1024 * 1024
         return [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"]
 
+    def ortvalue_device(self) -> tuple[str, int]:
+        """Where values on this GPU live, as IO binding names the device."""
+        return "cuda", self.gpu_id
+
 
 CUDA_INSTALL_HINT = ("install ONNX Runtime's GPU build with its CUDA libraries (GPU=1 bash scripts/setup.sh, "
                      "which installs onnxruntime-gpu[cuda,cudnn])")
@@ -178,53 +184,174 @@ def cpu_identity() -> str:
 class NumpyArrays:
     """The few array operations a decoder needs on an engine's resident values,
     for engines whose memory is the host's (the ONNX Runtime CPU engine);
-    predictor/engines/paddle_inference.py has the same for Paddle Tensors."""
+    each takes and gives one value per cache layer. DeviceArrays below does
+    the same on ONNX Runtime's own device memory, and
+    predictor/engines/paddle_inference.py has it for Paddle Tensors."""
 
     @staticmethod
-    def zeros(shape: list[int]) -> np.ndarray:
-        return np.zeros(shape, dtype=np.float32)
+    def take_rows(values: list[np.ndarray], index: np.ndarray) -> list[np.ndarray]:
+        return [np.ascontiguousarray(x[index]) for x in values]
 
     @staticmethod
-    def take_rows(x: np.ndarray, index: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(x[index])
+    def put_position(buffers: list[np.ndarray], position: int, values: list[np.ndarray]) -> list[np.ndarray]:
+        for buffer, value in zip(buffers, values):
+            buffer[:, :, position:position + 1, :] = value
+        return buffers
 
     @staticmethod
-    def put_position(buffer: np.ndarray, position: int, values: np.ndarray) -> None:
-        buffer[:, :, position:position + 1, :] = values
-
-    @staticmethod
-    def widened(buffer: np.ndarray, width: int) -> np.ndarray:
-        wider = np.zeros(buffer.shape[:2] + (width,) + buffer.shape[3:], dtype=buffer.dtype)
-        wider[:, :, :buffer.shape[2]] = buffer
+    def widened(values: list[np.ndarray], width: int) -> list[np.ndarray]:
+        """Each [R, H, W, D] value as [R, H, width, D], zeros on the right."""
+        wider = []
+        for buffer in values:
+            wide = np.zeros(buffer.shape[:2] + (width,) + buffer.shape[3:], dtype=buffer.dtype)
+            wide[:, :, :buffer.shape[2]] = buffer
+            wider.append(wide)
         return wider
 
     @staticmethod
-    def stack_rows(parts: list[np.ndarray], width: int) -> np.ndarray:
-        """[rows_i, H, width_i, D] blocks -> one [sum rows_i, H, width, D], each
-        right-aligned (zeros on the left)."""
-        rows = sum(len(part) for part in parts)
-        # Only the padding is zeroed: a job's prompt cache is hundreds of MB.
-        out = np.empty((rows, parts[0].shape[1], width) + parts[0].shape[3:], dtype=parts[0].dtype)
-        first = 0
-        for part in parts:
-            pad = width - part.shape[2]
-            out[first:first + len(part), :, :pad] = 0.0
-            out[first:first + len(part), :, pad:] = part
-            first += len(part)
-        return out
+    def stack_rows(chunks: list[list[np.ndarray]], width: int) -> list[np.ndarray]:
+        """Per layer, the chunks' [rows_i, H, width_i, D] blocks -> one
+        [sum rows_i, H, width, D], each right-aligned (zeros on the left)."""
+        stacked = []
+        for parts in zip(*chunks):
+            rows = sum(len(part) for part in parts)
+            # Only the padding is zeroed: a job's prompt cache is hundreds of MB.
+            out = np.empty((rows, parts[0].shape[1], width) + parts[0].shape[3:], dtype=parts[0].dtype)
+            first = 0
+            for part in parts:
+                pad = width - part.shape[2]
+                out[first:first + len(part), :, :pad] = 0.0
+                out[first:first + len(part), :, pad:] = part
+                first += len(part)
+            stacked.append(out)
+        return stacked
 
     @staticmethod
     def to_numpy(x: np.ndarray) -> np.ndarray:
         return x
 
 
+# Small graphs DeviceArrays runs, by (operation, values per call, element
+# type, placement): built once per process.
+_ARRAY_OPS: dict = {}
+# OrtValue.data_type() -> onnx.TensorProto's element type number.
+ELEMENT_TYPES = {"tensor(float)": 1, "tensor(float16)": 10}
+
+
+def array_op_graph(op: str, count: int, element_type: int, chunks: int = 1) -> bytes:
+    """One of DeviceArrays' operations over `count` values (cache layers) as
+    an ONNX graph; `chunks` blocks per layer for stack_rows."""
+    from onnx import TensorProto, helper
+
+    def value(name: str, elem: int = element_type):
+        return helper.make_tensor_value_info(name, elem, None)
+
+    nodes, inputs, outputs, constants = [], [], [], []
+    if op == "take_rows":
+        inputs = [value("index", TensorProto.INT64)]
+        for i in range(count):
+            inputs.append(value(f"x{i}"))
+            nodes.append(helper.make_node("Gather", [f"x{i}", "index"], [f"y{i}"], axis=0))
+    elif op == "put_position":
+        # ScatterElements along the position axis, its indices all `position`;
+        # bound to its own input as output it writes in place (ONNX Runtime's
+        # CPU and CUDA kernels copy the input only when the two differ).
+        inputs = [value("position", TensorProto.INT64)]
+        constants = [helper.make_tensor("rank4", TensorProto.INT64, [4], [1, 1, 1, 1])]
+        nodes.append(helper.make_node("Reshape", ["position", "rank4"], ["position4"]))
+        for i in range(count):
+            inputs += [value(f"x{i}"), value(f"v{i}")]
+            nodes += [helper.make_node("Shape", [f"v{i}"], [f"shape{i}"]),
+                      helper.make_node("Expand", ["position4", f"shape{i}"], [f"index{i}"]),
+                      helper.make_node("ScatterElements", [f"x{i}", f"index{i}", f"v{i}"], [f"y{i}"], axis=2)]
+    elif op == "pad":  # widened and stack_rows: zeros around each block, blocks of a layer concatenated
+        inputs = [value(f"pads{c}", TensorProto.INT64) for c in range(chunks)]
+        for i in range(count):
+            for c in range(chunks):
+                inputs.append(value(f"x{c}_{i}"))
+                nodes.append(helper.make_node("Pad", [f"x{c}_{i}", f"pads{c}"], [f"p{c}_{i}"]))
+            nodes.append(helper.make_node("Concat", [f"p{c}_{i}" for c in range(chunks)], [f"y{i}"], axis=0))
+    outputs = [value(f"y{i}") for i in range(count)]
+    graph = helper.make_graph(nodes, op, inputs, outputs, constants)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]).SerializeToString()
+
+
+class DeviceArrays:
+    """NumpyArrays' operations on OrtValues that stay in the memory of the
+    device the decoding sessions run on. Each is a small ONNX graph run by
+    the same provider, one call for every cache layer at once, so no cache
+    crosses the bus: per step only the fed ids and masks go to the device
+    and the logits come back. With the CPU provider (OrtValues on 'cpu') it
+    is the same code, which is how the tests run it."""
+
+    def __init__(self, gpu: "GpuPlacement | None", threads: int = 1):
+        self.gpu, self.threads = gpu, threads
+        self.device = gpu.ortvalue_device() if gpu else ("cpu", 0)
+
+    def run(self, session, inputs: list, outputs: list | None = None) -> list:
+        """`session` over `inputs` (numpy arrays or OrtValues, in input order)
+        by IO binding; outputs left on the device, or written into the
+        OrtValues given."""
+        binding = session.io_binding()
+        host = []  # numpy inputs, alive until the run has copied them
+        for entry, x in zip(session.get_inputs(), inputs):
+            if isinstance(x, np.ndarray):
+                host.append(np.ascontiguousarray(x))
+                binding.bind_cpu_input(entry.name, host[-1])
+            else:
+                binding.bind_ortvalue_input(entry.name, x)
+        for i, entry in enumerate(session.get_outputs()):
+            if outputs is None:
+                binding.bind_output(entry.name, *self.device)
+            else:
+                binding.bind_ortvalue_output(entry.name, outputs[i])
+        session.run_with_iobinding(binding)
+        return binding.get_outputs()
+
+    def _op(self, op: str, values: list, chunks: int = 1):
+        key = (op, len(values), values[0].data_type(), chunks, self.gpu)
+        if key not in _ARRAY_OPS:
+            graph = array_op_graph(op, len(values), ELEMENT_TYPES[values[0].data_type()], chunks)
+            _ARRAY_OPS[key] = load_session(graph, self.threads, gpu=self.gpu)
+        return _ARRAY_OPS[key]
+
+    def take_rows(self, values: list, index: np.ndarray) -> list:
+        return self.run(self._op("take_rows", values), [np.asarray(index, np.int64), *values])
+
+    def put_position(self, buffers: list, position: int, values: list) -> list:
+        inputs = [np.asarray([position], np.int64)] + [x for pair in zip(buffers, values) for x in pair]
+        self.run(self._op("put_position", buffers), inputs, outputs=buffers)
+        return buffers
+
+    def widened(self, values: list, width: int) -> list:
+        pads = np.asarray([0, 0, 0, 0, 0, 0, width - values[0].shape()[2], 0], np.int64)
+        return self.run(self._op("pad", values), [pads, *values])
+
+    def stack_rows(self, chunks: list[list], width: int) -> list:
+        """Per layer, the chunks' [rows_i, H, width_i, D] blocks -> one
+        [sum rows_i, H, width, D], each right-aligned (zeros on the left)."""
+        pads = [np.asarray([0, 0, width - chunk[0].shape()[2], 0, 0, 0, 0, 0], np.int64) for chunk in chunks]
+        blocks = [chunk[i] for i in range(len(chunks[0])) for chunk in chunks]
+        return self.run(self._op("pad", chunks[0], len(chunks)), [*pads, *blocks])
+
+    @staticmethod
+    def to_numpy(x) -> np.ndarray:
+        return x.numpy()
+
+
 class OnnxRuntimeEngine:
-    def __init__(self, model_dir: str, options: EngineOptions, profile_prefix: str | None = None):
+    def __init__(self, model_dir: str, options: EngineOptions, profile_prefix: str | None = None,
+                 resident_on_device: bool | None = None):
+        """`resident_on_device`: run_resident's outputs stay OrtValues in the
+        session's memory (DeviceArrays); by default on the GPU only, since on
+        the CPU numpy arrays are that memory already."""
         self.options = options
+        gpu = GpuPlacement.of(options)
         self._session = load_session(os.path.join(model_dir, ONNX_FILE), options.cpu_threads, profile_prefix,
-                                     optimised=os.path.exists(os.path.join(model_dir, OPTIMISED_WEIGHTS)),
-                                     gpu=GpuPlacement.of(options))
+                                     optimised=os.path.exists(os.path.join(model_dir, OPTIMISED_WEIGHTS)), gpu=gpu)
         self.input_names = [i.name for i in self._session.get_inputs()]
+        on_device = gpu is not None if resident_on_device is None else resident_on_device
+        self.arrays = DeviceArrays(gpu, options.cpu_threads) if on_device else NumpyArrays
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         try:
@@ -234,13 +361,15 @@ class OnnxRuntimeEngine:
                 raise EngineOutOfMemory(first_line(err)) from None
             raise
 
-    def run_resident(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    def run_resident(self, inputs: list) -> list:
         """Inputs in input order. On the CPU the engine's memory is the host's:
         ONNX Runtime reads contiguous numpy inputs in place, so a decoder's
-        key/value cache is not copied by a step."""
-        return self._session.run(None, dict(zip(self.input_names, inputs)))
-
-    arrays = NumpyArrays
+        key/value cache is not copied by a step. With DeviceArrays, inputs are
+        numpy arrays (copied in) or OrtValues (read where they lie), and the
+        outputs stay OrtValues on the device."""
+        if self.arrays is NumpyArrays:
+            return self._session.run(None, dict(zip(self.input_names, inputs)))
+        return self.arrays.run(self._session, inputs)
 
     def end_profiling(self) -> str:
         """The profile file's path (sessions opened with a profile_prefix)."""

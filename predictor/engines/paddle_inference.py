@@ -51,39 +51,41 @@ def paddle_config(model_dir: str, options: EngineOptions):
 
 
 class PaddleArrays:
-    """The few array operations a decoder needs on run_resident's Tensors."""
+    """The few array operations a decoder needs on run_resident's Tensors, one
+    value per cache layer (as predictor/engines/onnx_runtime.py's NumpyArrays)."""
 
     @staticmethod
-    def zeros(shape: list[int]):
+    def take_rows(values: list, index: np.ndarray) -> list:
         import paddle
 
-        return paddle.zeros(shape, dtype="float32")
+        index = paddle.to_tensor(index)
+        return [paddle.index_select(x, index, axis=0) for x in values]
 
     @staticmethod
-    def take_rows(x, index: np.ndarray):
+    def put_position(buffers: list, position: int, values: list) -> list:
+        for buffer, value in zip(buffers, values):
+            buffer[:, :, position:position + 1, :] = value
+        return buffers
+
+    @staticmethod
+    def widened(values: list, width: int) -> list:
         import paddle
 
-        return paddle.index_select(x, paddle.to_tensor(index), axis=0)
+        wider = []
+        for buffer in values:
+            shape = list(buffer.shape)
+            wider.append(paddle.concat([buffer, paddle.zeros(shape[:2] + [width - shape[2]] + shape[3:], buffer.dtype)],
+                                       axis=2))
+        return wider
 
     @staticmethod
-    def put_position(buffer, position: int, values) -> None:
-        buffer[:, :, position:position + 1, :] = values
-
-    @staticmethod
-    def widened(buffer, width: int):
+    def stack_rows(chunks: list[list], width: int) -> list:
+        """Per layer, the chunks' [rows_i, H, width_i, D] blocks -> one
+        [sum rows_i, H, width, D], each right-aligned (zeros on the left)."""
         import paddle
 
-        shape = list(buffer.shape)
-        return paddle.concat([buffer, paddle.zeros(shape[:2] + [width - shape[2]] + shape[3:], buffer.dtype)], axis=2)
-
-    @staticmethod
-    def stack_rows(parts: list, width: int):
-        """[rows_i, H, width_i, D] blocks -> one [sum rows_i, H, width, D], each
-        right-aligned (zeros on the left)."""
-        import paddle
-
-        return paddle.concat([paddle.nn.functional.pad(part, [0, 0, 0, 0, width - part.shape[2], 0, 0, 0])
-                              for part in parts], axis=0)
+        return [paddle.concat([paddle.nn.functional.pad(part, [0, 0, 0, 0, width - part.shape[2], 0, 0, 0])
+                               for part in parts], axis=0) for parts in zip(*chunks)]
 
     @staticmethod
     def to_numpy(x) -> np.ndarray:

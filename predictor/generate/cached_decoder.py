@@ -20,6 +20,11 @@ from predictor.generate.unimo_programs import PROMPT_PROGRAM, STEP_PROGRAM
 # Masked attention logits; exp() of it underflows to exactly 0 in fp32, like
 # generate()'s -1e4 / -1e9, so padding never changes a result.
 MASKED = -1e9
+# fp16 programs cast their masks to fp16, where -1e9 is -inf: a padded prompt
+# position that may see nothing would then average -inf into NaN, and its
+# keys and values would carry it into every later layer's sums. -1e4 is
+# finite in fp16 and still underflows exp() to exactly 0.
+FP16_MASKED = -1e4
 
 def left_padded(rows, lengths: np.ndarray, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     """(ids, types) [len(rows), longest], each row right-aligned."""
@@ -32,16 +37,16 @@ def left_padded(rows, lengths: np.ndarray, pad_id: int) -> tuple[np.ndarray, np.
     return ids, types
 
 
-def prompt_bias(lengths: np.ndarray, width: int) -> np.ndarray:
+def prompt_bias(lengths: np.ndarray, width: int, masked: float = MASKED) -> np.ndarray:
     """[rows, width - 1]: what the start token (and every step after it) may
     see of the left-padded prompt: its row's source, not the padding."""
-    bias = np.full((len(lengths), width - 1), MASKED, dtype=np.float32)
+    bias = np.full((len(lengths), width - 1), masked, dtype=np.float32)
     for i, length in enumerate(lengths.tolist()):
         bias[i, width - length:] = 0.0
     return bias
 
 
-def prompt_inputs(job: dict) -> list[np.ndarray]:
+def prompt_inputs(job: dict, masked: float = MASKED) -> list[np.ndarray]:
     """The prompt program's inputs.
 
     As gen_encode lays them out: positions count 0.. over the source and
@@ -50,7 +55,7 @@ def prompt_inputs(job: dict) -> list[np.ndarray]:
     ids, lengths = job["input_ids"], job["lengths"]
     rows, width = ids.shape
     positions = np.zeros_like(ids)
-    mask = np.full((rows, 1, width, width), MASKED, dtype=np.float32)
+    mask = np.full((rows, 1, width, width), masked, dtype=np.float32)
     for i, length in enumerate(lengths.tolist()):
         first = width - length
         positions[i, first:width - 1] = np.arange(length - 1)
@@ -80,8 +85,10 @@ class CachedDecoder:
     # every finish).
     COMPACT_BELOW = 0.75
 
-    def __init__(self, prompt_engine, step_engine, max_positions: int, prompt_token_budget: int = 1024):
+    def __init__(self, prompt_engine, step_engine, max_positions: int, prompt_token_budget: int = 1024,
+                 precision: str = "fp32"):
         self.prompt_engine, self.step_engine = prompt_engine, step_engine
+        self.masked = FP16_MASKED if precision == "fp16" else MASKED
         self.prompt_token_budget = prompt_token_budget
         self.arrays = step_engine.arrays
         self.max_positions = max_positions
@@ -110,7 +117,7 @@ class CachedDecoder:
             chunk_job = {"input_ids": job["input_ids"][rows, width - chunk.width:],
                          "token_type_ids": job["token_type_ids"][rows, width - chunk.width:], "lengths": lengths[rows]}
             engine_before = self.engine_s
-            outputs = self._timed_run(self.prompt_engine, prompt_inputs(chunk_job))
+            outputs = self._timed_run(self.prompt_engine, prompt_inputs(chunk_job, self.masked))
             self.prompt_s += self.engine_s - engine_before
             layers2 = (len(outputs) - 1) // 2
             logits.append(self.arrays.to_numpy(outputs[0]))
@@ -120,21 +127,19 @@ class CachedDecoder:
         back = np.argsort(np.concatenate(placed))  # chunk order -> job order
 
         def in_job_order(parts: list[list], part_width: int) -> list:
-            blocks = [self.arrays.stack_rows([chunk[i] for chunk in parts], part_width) for i in range(len(parts[0]))]
+            blocks = self.arrays.stack_rows(parts, part_width)
             if (back == np.arange(len(back))).all():  # jobs arrive longest first: nothing to reorder
                 return blocks
-            return [self.arrays.take_rows(block, back) for block in blocks]
+            return self.arrays.take_rows(blocks, back)
 
         return np.concatenate(logits)[back], in_job_order(prompt_parts, width - 1), in_job_order(start_parts, 1)
 
     def start(self, job: dict) -> np.ndarray:
-        self.prompt_bias = prompt_bias(job["lengths"], job["input_ids"].shape[1])
+        self.prompt_bias = prompt_bias(job["lengths"], job["input_ids"].shape[1], self.masked)
         logits, self.prompt_cache, start_part = self._prompt(job)
-        rows, heads, _, head_dim = start_part[0].shape
-        width = min(self.FIRST_WIDTH, self.max_positions)
-        self.generated = [self.arrays.zeros([rows, heads, width, head_dim]) for _ in start_part]
-        for buffer, values in zip(self.generated, start_part):
-            self.arrays.put_position(buffer, 0, values)
+        # The start token's keys/values, zeros on the right: the generated buffers.
+        self.width = min(self.FIRST_WIDTH, self.max_positions)  # positions each generated buffer holds
+        self.generated = self.arrays.widened(start_part, self.width)
         self.written = 1  # positions of the generated buffer holding keys/values
         self.cache_source = np.arange(len(job["lengths"]))  # source of each prompt-cache row
         self.row_source = self.cache_source.copy()          # source of each engine row
@@ -146,13 +151,13 @@ class CachedDecoder:
         """Reorder the generated buffers to the new rows, and keep the prompt
         cache to the sources still live (rows are source-major)."""
         if len(parent) != len(self.row_source) or (parent != np.arange(len(parent))).any():
-            self.generated = [self.arrays.take_rows(buffer, parent) for buffer in self.generated]
+            self.generated = self.arrays.take_rows(self.generated, parent)
         self.row_source = self.row_source[parent]
         _, first = np.unique(self.row_source, return_index=True)
         live_sources = self.row_source[np.sort(first)]
         if len(live_sources) != len(self.cache_source) or (live_sources != self.cache_source).any():
             keep = np.searchsorted(self.cache_source, live_sources)
-            self.prompt_cache = [self.arrays.take_rows(c, keep) for c in self.prompt_cache]
+            self.prompt_cache = self.arrays.take_rows(self.prompt_cache, keep)
             self.prompt_bias = self.prompt_bias[keep]
             self.cache_source = live_sources
 
@@ -164,23 +169,22 @@ class CachedDecoder:
         else:
             self._follow(slots)
             self.slots = np.arange(len(slots))
-        width = self.generated[0].shape[2]
-        if self.written == width:
-            width = min(2 * width, self.max_positions)
-            self.generated = [self.arrays.widened(buffer, width) for buffer in self.generated]
+        if self.written == self.width:
+            self.width = min(2 * self.width, self.max_positions)
+            self.generated = self.arrays.widened(self.generated, self.width)
+        width = self.width
         self.steps += 1
         rows = len(self.row_source)
         fed = np.zeros(rows, np.int64)  # idle rows are fed id 0; their outputs are never read
         fed[self.slots] = tokens
-        generated_bias = np.full((rows, width), MASKED, dtype=np.float32)
+        generated_bias = np.full((rows, width), self.masked, dtype=np.float32)
         generated_bias[:, :self.written] = 0.0
         # generate() repeats the start token's type (1) and counts positions on
         # from its 0.
         feeds = [fed.reshape(rows, 1), np.ones((rows, 1), np.int64),
                  np.full((rows, 1), self.steps, np.int64), self.prompt_bias, generated_bias]
         outputs = self._timed_run(self.step_engine, feeds + self.prompt_cache + self.generated)
-        for buffer, values in zip(self.generated, outputs[1:]):
-            self.arrays.put_position(buffer, self.written, values)
+        self.generated = self.arrays.put_position(self.generated, self.written, outputs[1:])
         self.written += 1
         return self.arrays.to_numpy(outputs[0])[self.slots]
 
@@ -190,4 +194,4 @@ def cached_decoder(model_dir: str, options: EngineOptions, max_positions: int,
     """A CachedDecoder over the programs exported (and perhaps converted) under model_dir."""
     return CachedDecoder(open_engine(os.path.join(model_dir, PROMPT_PROGRAM), options),
                          open_engine(os.path.join(model_dir, STEP_PROGRAM), options), max_positions,
-                         prompt_token_budget)
+                         prompt_token_budget, options.precision)

@@ -35,6 +35,9 @@ class GenerateTask(TaskKind):
     # they are built once (measured: steps 1.7x faster and 3 GB less memory
     # on the 12-layer demo than with Paddle's default of 10).
     engine_defaults = {"onednn_cache_capacity": 0}
+    # Prompts are left-padded and masked anyway, and a job of one length only
+    # would hold few rows for the steps.
+    one_length_batches = False
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,14 +71,6 @@ class GenerateTask(TaskKind):
                              "single runner-up per step: use --decode greedy")
         decode_settings(args)
 
-    @staticmethod
-    def check_engine(options) -> None:
-        if options.device == "gpu" and options.engine == "onnxruntime":
-            # The CPU decoder's cache lives in host memory; on the GPU it would
-            # cross the bus at every step.
-            raise ValueError("generation on --device gpu runs on Paddle Inference (--engine paddle, with a Paddle "
-                             "3 GPU build); ONNX Runtime's decoder runs on the CPU")
-
     def __init__(self, args: argparse.Namespace, checkpoint, options):
         from submit.detokenize import checkpoint_tokens
 
@@ -85,8 +80,10 @@ class GenerateTask(TaskKind):
             self.tokens = checkpoint_tokens(checkpoint.vocab_path)
         except ValueError as err:
             raise CheckpointError(str(err)) from None
-        # Decoding batches stay small: every row carries a key/value cache.
-        self.max_batch_rows = args.max_batch_rows or 64
+        # Every row carries a key/value cache: jobs stay small on the CPU. On
+        # the GPU a step's GEMMs want more rows (and the cache fits); 256 is
+        # a starting point, not measured yet.
+        self.max_batch_rows = args.max_batch_rows or (256 if options.device == "gpu" else 64)
 
     @staticmethod
     def runner(model_dir: str, options, settings):
@@ -114,15 +111,36 @@ class GenerateTask(TaskKind):
 
     def onnx_conversion(self, paddle_dir: str, model_input, batches, pad_id: int, vocab, threads: int):
         """(cache-key parts, convert_into(folder)): both decoding programs
-        converted, checked and profiled on the shortest batch of this input
-        (a full batch of rows at the least prompt cost)."""
+        converted, checked and, for the CPU, profiled on the shortest batch of
+        this input (a full batch of rows at the least prompt cost). For the
+        GPU the fp32 programs, fused for it; fp16 is a step of its own
+        (fp16_model)."""
+        from predictor.conversions.onnx_model import TransformerShape
         from predictor.generate.onnx_decoder import convert_generator
         from predictor.engines.onnx_runtime import cpu_identity
 
+        if self.options.device == "gpu":
+            config = self.checkpoint.config
+            shape = TransformerShape(int(config["num_attention_heads"]), int(config["hidden_size"]))
+            return ({"precision": "fp32", "device": "gpu", "fused_for": vars(shape)},
+                    lambda folder: convert_generator(paddle_dir, folder, None, vocab.size, threads, "fp32", shape))
         precision = self.options.precision
         probe = next(iter(self.jobs(model_input, batches[-1:], pad_id)))
         return ({"precision": precision, "cpu": cpu_identity()},
                 lambda folder: convert_generator(paddle_dir, folder, probe, vocab.size, threads, precision))
+
+    def fp16_model(self, cache_dir: str, onnx_step: dict, model_dir: str, rows: int, jobs_for_rows):
+        """The decoding programs in fp16 (caches fp16, masks and logits fp32),
+        with the probe's agreement with the eager fp32 layer, measured on
+        this run's GPU."""
+        from predictor.conversions.fp16 import cached_fp16
+        from predictor.engines.onnx_runtime import GpuPlacement
+        from predictor.generate.onnx_decoder import convert_fp16_decoder
+
+        # The check runs in this process, outside any --gpu-memory-limit-mb.
+        gpu = GpuPlacement(self.options.gpu_id)
+        return cached_fp16(cache_dir, onnx_step["key"], lambda folder: convert_fp16_decoder(model_dir, folder, gpu),
+                           check=2)
 
     def runner_settings(self, vocab, token_budget: int):
         from predictor.generate.runner import GenerationSettings, special_ids
