@@ -10,21 +10,37 @@ be built offline, so this is the plain cached dygraph loop) and writes each
 row's text with the model's tokenizer (`decode`, in the submission's
 spacing) beside the generated ids. These are the fp32 references for
 accuracy checks and the baselines of the benchmarks.
+
+Alone, read to written file (`--device gpu` for dygraph fp32 on a GPU; it
+stops at once if Paddle has no CUDA or sees no GPU):
+
+    python -m scripts.standard_method INPUT MODEL_DIR OUTPUT [--device gpu] [--min-new-tokens 32]
+
+It writes the harness's submission format and prints one line: rows/s, and
+the seconds of read, load, tokenise+predict (batches of --batch-size) and write.
 """
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
 
-def classify_standard(model_dir: str, texts: list[str], pairs: list[str] | None = None,
-                      max_seq_len: int = 128, batch_size: int = 32) -> np.ndarray:
-    """Class probabilities [rows, classes] in input order."""
-    import paddle
+def load_classifier(model_dir: str):
+    """PaddleNLP's tokenizer and dygraph classifier, on Paddle's current device."""
     from paddlenlp.transformers import ErnieForSequenceClassification, ErnieTokenizer
 
     tokenizer = ErnieTokenizer.from_pretrained(model_dir)
     model = ErnieForSequenceClassification.from_pretrained(model_dir)
     model.eval()
+    return tokenizer, model
+
+
+def classify_loaded(tokenizer, model, texts: list[str], pairs: list[str] | None = None,
+                    max_seq_len: int = 128, batch_size: int = 32) -> np.ndarray:
+    """Class probabilities [rows, classes] in input order."""
+    import paddle
+
     probabilities = []
     with paddle.no_grad():
         for start in range(0, len(texts), batch_size):
@@ -36,15 +52,26 @@ def classify_standard(model_dir: str, texts: list[str], pairs: list[str] | None 
     return np.concatenate(probabilities)
 
 
-def generate_standard(model_dir: str, sources: list[str], titles: list[str] | None, decode_settings,
-                      max_seq_len: int = 128, max_title_len: int = 32, batch_size: int = 32) -> list[np.ndarray]:
-    """Generated ids per source (full vocabulary, eos and padding removed)."""
-    import paddle
+def classify_standard(model_dir: str, texts: list[str], pairs: list[str] | None = None,
+                      max_seq_len: int = 128, batch_size: int = 32) -> np.ndarray:
+    return classify_loaded(*load_classifier(model_dir), texts, pairs, max_seq_len, batch_size)
+
+
+def load_generator(model_dir: str):
+    """PaddleNLP's tokenizer and dygraph UNIMO-text model, on Paddle's current device."""
     from paddlenlp.transformers import UNIMOLMHeadModel, UNIMOTokenizer
 
     tokenizer = UNIMOTokenizer.from_pretrained(model_dir)
     model = UNIMOLMHeadModel.from_pretrained(model_dir)
     model.eval()  # generate() does not switch dropout off by itself
+    return tokenizer, model
+
+
+def generate_loaded(tokenizer, model, sources: list[str], titles: list[str] | None, decode_settings,
+                    max_seq_len: int = 128, max_title_len: int = 32, batch_size: int = 32) -> list[np.ndarray]:
+    """Generated ids per source (full vocabulary, eos and padding removed)."""
+    import paddle
+
     eos = model.config.eos_token_id
     strategy = {"greedy": {"decode_strategy": "greedy_search"},
                 "beam": {"decode_strategy": "beam_search", "num_beams": decode_settings.num_beams,
@@ -67,6 +94,12 @@ def generate_standard(model_dir: str, sources: list[str], titles: list[str] | No
     return outputs
 
 
+def generate_standard(model_dir: str, sources: list[str], titles: list[str] | None, decode_settings,
+                      max_seq_len: int = 128, max_title_len: int = 32, batch_size: int = 32) -> list[np.ndarray]:
+    return generate_loaded(*load_generator(model_dir), sources, titles, decode_settings, max_seq_len,
+                           max_title_len, batch_size)
+
+
 def decoded_text(tokenizer, ids: list[int]) -> str:
     """A row's text as PaddleNLP writes it: the tokenizer's
     decode(skip_special_tokens=True), with the submission's spaces."""
@@ -78,7 +111,10 @@ def decoded_text(tokenizer, ids: list[int]) -> str:
 def standard_texts(model_dir: str, generated: list[np.ndarray]) -> list[str]:
     from paddlenlp.transformers import UNIMOTokenizer
 
-    tokenizer = UNIMOTokenizer.from_pretrained(model_dir)
+    return decoded_texts(UNIMOTokenizer.from_pretrained(model_dir), generated)
+
+
+def decoded_texts(tokenizer, generated: list[np.ndarray]) -> list[str]:
     return [decoded_text(tokenizer, ids.tolist()) for ids in generated]
 
 
@@ -95,11 +131,32 @@ def _left_padded_batch(encoded: list[dict]) -> dict:
     return batch
 
 
+def use_device(device: str) -> str:
+    """Put Paddle on `device` ("cpu" or "gpu"); a GPU run on a Paddle without
+    CUDA, or with no GPU visible, stops here rather than quietly running on the CPU."""
+    import paddle
+
+    if device == "gpu":
+        if not paddle.is_compiled_with_cuda():
+            raise SystemExit(f"--device gpu: Paddle {paddle.__version__} ({paddle.__file__}) is a CPU build; "
+                             "put a CUDA build of Paddle first on PYTHONPATH, with its CUDA libraries on "
+                             "LD_LIBRARY_PATH")
+        if paddle.device.cuda.device_count() == 0:
+            raise SystemExit(f"--device gpu: Paddle {paddle.__version__} is a CUDA build but sees no GPU "
+                             f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})")
+    paddle.set_device(device)
+    return f"gpu:0 ({paddle.device.cuda.get_device_name(0)})" if device == "gpu" else "cpu"
+
+
 def main(argv: list[str] | None = None) -> int:
     """python -m scripts.standard_method INPUT MODEL_DIR OUTPUT [options]: the
-    standard method end to end, writing a submission like the harness's."""
+    standard method end to end, writing a submission like the harness's, and
+    printing where the wall time went."""
     import argparse
 
+    from submit.timing_report import StageTimer
+
+    timer = StageTimer()  # the total counts from here: imports included
     from scripts.repo_caches import keep_caches_in_repo
 
     keep_caches_in_repo()  # before paddlenlp is imported
@@ -114,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("input")
     parser.add_argument("model_dir")
     parser.add_argument("output")
+    parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
+                        help="gpu: dygraph fp32 on the first GPU; exits if this Paddle has no CUDA or sees no GPU")
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--pair-column", default=None)
     parser.add_argument("--max-seq-len", type=int, default=128)
     parser.add_argument("--max-title-len", type=int, default=32)
@@ -123,19 +183,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-new-tokens", type=int, default=0)
     parser.add_argument("--length-penalty", type=float, default=1.0)
     args = parser.parse_args(argv)
-    checkpoint = read_checkpoint(args.model_dir)
-    table = read_input_table(args.input, ColumnNames(pair=args.pair_column))
-    if checkpoint.task == "classify":
-        probabilities = classify_standard(args.model_dir, table.texts, table.pairs, args.max_seq_len)
-        frame = classification_frame(table.ids, probabilities, class_labels(checkpoint.config))
-    else:
-        settings = DecodeSettings(strategy=args.decode, num_beams=args.num_beams, max_new_tokens=args.max_new_tokens,
-                                  min_new_tokens=args.min_new_tokens, length_penalty=args.length_penalty)
-        generated = generate_standard(args.model_dir, table.texts, table.pairs, settings, args.max_seq_len,
-                                      args.max_title_len)
-        frame = generation_frame(table.ids, standard_texts(args.model_dir, generated), generated)
-    write_table(frame, args.output)
+    with timer.stage("read"):
+        checkpoint = read_checkpoint(args.model_dir)
+        table = read_input_table(args.input, ColumnNames(pair=args.pair_column))
+    with timer.stage("load"):
+        device = use_device(args.device)
+        tokenizer, model = (load_classifier if checkpoint.task == "classify" else load_generator)(args.model_dir)
+    generated_tokens = None
+    with timer.stage("predict"):
+        if checkpoint.task == "classify":
+            probabilities = classify_loaded(tokenizer, model, table.texts, table.pairs, args.max_seq_len,
+                                            args.batch_size)
+            frame = classification_frame(table.ids, probabilities, class_labels(checkpoint.config))
+        else:
+            settings = DecodeSettings(strategy=args.decode, num_beams=args.num_beams,
+                                      max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
+                                      length_penalty=args.length_penalty)
+            generated = generate_loaded(tokenizer, model, table.texts, table.pairs, settings, args.max_seq_len,
+                                        args.max_title_len, args.batch_size)
+            generated_tokens = sum(len(ids) for ids in generated)
+            frame = generation_frame(table.ids, decoded_texts(tokenizer, generated), generated)
+    with timer.stage("write"):
+        write_table(frame, args.output)
+    print(timing_line(device, len(table.ids), timer.seconds, timer.total(), generated_tokens), flush=True)
     return 0
+
+
+def timing_line(device: str, rows: int, seconds: dict[str, float], total: float,
+                generated_tokens: int | None) -> str:
+    line = (f"standard method on {device}: {rows} rows in {total:.2f} s ({rows / total:.1f} rows/s); "
+            f"read {seconds['read']:.2f} s, load {seconds['load']:.2f} s, tokenise+predict "
+            f"{seconds['predict']:.2f} s ({rows / seconds['predict']:.1f} rows/s), write {seconds['write']:.2f} s")
+    if generated_tokens is not None:
+        line += f"; {generated_tokens} tokens generated, {generated_tokens / seconds['predict']:.0f} tokens/s"
+    return line
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import pipeline
 from predictor.checkpoint import read_checkpoint
 from predictor.classify.classifier import build_classifier, probabilities_layer
 from predictor.pruning import full_vocab, prune_vocab
+from scripts import standard_method
 from scripts.standard_method import classify_standard
 from tests.tiny_checkpoints import review_texts, tiny_classifier, write_reviews_csv
 
@@ -172,6 +173,30 @@ def test_write_margins_is_refused_for_a_classifier(workdir, model_dir, texts, ca
     output = os.path.join(workdir, "margins_out.csv")
     assert pipeline.main([input_path, model_dir, output, "--quiet", "--write-margins"]) == 2
     assert "is a classifier; --write-margins is for generation" in capsys.readouterr().err
+    assert not os.path.exists(output)
+
+
+def test_standard_method_command_writes_classify_standards_labels(workdir, model_dir, texts, reference, capsys):
+    input_path = write_reviews_csv(os.path.join(workdir, "standard.csv"), texts)
+    output = os.path.join(workdir, "standard_out.csv")
+    assert standard_method.main([input_path, model_dir, output, "--max-seq-len", "64"]) == 0
+    written = pd.read_csv(output, dtype={"id": str})
+    assert written["id"].tolist() == [f"t{i}" for i in range(len(texts))]
+    assert written["label"].tolist() == np.array(["negative", "positive"])[reference.argmax(axis=1)].tolist()
+    assert np.abs(written[["prob_negative", "prob_positive"]].to_numpy() - reference).max() < 1e-6
+    printed = capsys.readouterr().out
+    assert f"standard method on cpu: {len(texts)} rows" in printed and "tokenise+predict" in printed
+
+
+def test_standard_method_on_gpu_stops_without_a_cuda_paddle(workdir, model_dir, texts):
+    import paddle
+
+    if paddle.is_compiled_with_cuda():
+        pytest.skip("this Paddle is a CUDA build")
+    input_path = write_reviews_csv(os.path.join(workdir, "standard_gpu.csv"), texts[:2])
+    output = os.path.join(workdir, "standard_gpu_out.csv")
+    with pytest.raises(SystemExit, match="--device gpu: Paddle .* is a CPU build"):
+        standard_method.main([input_path, model_dir, output, "--device", "gpu"])
     assert not os.path.exists(output)
 
 
