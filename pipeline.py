@@ -88,7 +88,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="auto: ONNX Runtime (the exported programs converted with paddle2onnx and checked "
                              "against the model; CPU, or its CUDA provider on GPU); paddle: Paddle Inference")
     parser.add_argument("--precision", choices=["auto", "fp32", "fp16", "int8"], default="auto",
-                        help="auto: fp16 on GPU (its agreement with fp32 reported), fp32 on CPU; int8 (CPU, ONNX "
+                        help="auto: on GPU fp16 for classification (its agreement with fp32 reported, rows near a tie "
+                             "re-run in fp32) and fp32 for generation; fp32 on CPU; int8 (CPU, ONNX "
                              "Runtime): classification runs "
                              "under an accuracy guard that keeps layers in fp32 until --min-agreement holds; "
                              "generation gets int8 weights and reports its probe agreement with fp32")
@@ -171,7 +172,7 @@ def special_token_ids(vocab_path: str) -> np.ndarray:
 
 
 def engine_options(args: argparse.Namespace, kind: type[TaskKind]) -> EngineOptions:
-    precision = args.precision if args.precision != "auto" else ("fp16" if args.device == "gpu" else "fp32")
+    precision = args.precision if args.precision != "auto" else (kind.gpu_precision if args.device == "gpu" else "fp32")
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
     engine = "paddle" if args.tensorrt and args.engine == "auto" else choose_engine(args.engine, args.device)
     options = EngineOptions(engine=engine, device=args.device, precision=precision, cpu_threads=threads,

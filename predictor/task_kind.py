@@ -26,6 +26,8 @@ class TaskKind:
     # (EngineOptions.unpadded_batches: unmasked fused attention); a kind whose
     # batches are padded anyway keeps length-sorted ones under the budget.
     one_length_batches: bool = True
+    # What --precision auto runs on the GPU (fp32 on the CPU).
+    gpu_precision: str = "fp16"
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     demo = generate_demo(args.rows)
     shared = ["--device", "gpu", "--max-new-tokens", str(args.new_tokens), "--min-new-tokens", str(args.new_tokens),
               *harness_options]
-    sides = {"fp16": harness_side(demo, args.out, "harness_fp16", shared, args.runs),
+    sides = {"fp16": harness_side(demo, args.out, "harness_fp16", shared + ["--precision", "fp16"], args.runs),
              "fp32": harness_side(demo, args.out, "harness_fp32", shared + ["--precision", "fp32"], args.runs)}
     results = {"rows": args.rows, "new_tokens": args.new_tokens, "harness_options": harness_options,
                "sides": sides, "fp16_vs_fp32": compare("generate", sides["fp16"]["output"], sides["fp32"]["output"])}

@@ -224,7 +224,7 @@ def test_generation_on_the_gpu_path_gives_the_cpu_run_s_texts(cuda_on_cpu, tmp_p
 
     cpu_texts, _ = run("cpu")
     fp32_texts, fp32 = run("gpu_fp32", "--device", "gpu", "--precision", "fp32")
-    fp16_texts, fp16 = run("gpu_fp16", "--device", "gpu")
+    fp16_texts, fp16 = run("gpu_fp16", "--device", "gpu", "--precision", "fp16")
     assert fp32_texts == cpu_texts
     assert fp32["engine"]["device"] == "gpu" and fp32["workers"] == 1 and fp32["onnx"]["device"] == "gpu"
     assert fp16["engine"]["precision"] == "fp16" and fp16["fp16"]["probe_top1_agreement"] >= 0.9
@@ -234,12 +234,12 @@ def test_generation_on_the_gpu_path_gives_the_cpu_run_s_texts(cuda_on_cpu, tmp_p
     assert run("gpu_beam", "--device", "gpu", "--precision", "fp32", *beam)[0] == run("cpu_beam", *beam)[0]
 
 
-def test_gpu_generation_plans_one_onnx_runtime_process_per_gpu_in_fp16_or_fp32():
+def test_gpu_generation_plans_one_onnx_runtime_process_per_gpu_in_fp32_unless_fp16_is_asked_for():
     import pipeline
     from predictor.generate.task import GenerateTask
     from predictor.machines.local import plan_engine_options
 
-    for extra, precision in (([], "fp16"), (["--precision", "fp32"], "fp32")):
+    for extra, precision in (([], "fp32"), (["--precision", "fp16"], "fp16")):
         args = pipeline.parse_args(["in.csv", "model", "out.csv", "--device", "gpu", "--workers", "3", *extra])
         plan = plan_engine_options(pipeline.engine_options(args, GenerateTask), args.workers, gpu_ids=[0, 1])
         assert [(o.engine, o.device, o.precision, o.gpu_id) for o in plan] == \
