@@ -131,9 +131,12 @@ def _left_padded_batch(encoded: list[dict]) -> dict:
     return batch
 
 
-def use_device(device: str) -> str:
+def use_device(device: str, tf32: bool = True) -> str:
     """Put Paddle on `device` ("cpu" or "gpu"); a GPU run on a Paddle without
-    CUDA, or with no GPU visible, stops here rather than quietly running on the CPU."""
+    CUDA, or with no GPU visible, stops here rather than quietly running on the CPU.
+    On a GPU, Paddle's fp32 matmuls use TF32 tensor cores unless told not to
+    (its default, so the competitor's); `tf32=False` gives IEEE fp32, as the
+    harness's --precision fp32 on the GPU."""
     import paddle
 
     if device == "gpu":
@@ -145,7 +148,12 @@ def use_device(device: str) -> str:
             raise SystemExit(f"--device gpu: Paddle {paddle.__version__} is a CUDA build but sees no GPU "
                              f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})")
     paddle.set_device(device)
-    return f"gpu:0 ({paddle.device.cuda.get_device_name(0)})" if device == "gpu" else "cpu"
+    if device == "cpu":
+        return "cpu"
+    from paddle.base import core
+
+    core.set_cublas_switch(tf32)
+    return f"gpu:0 ({paddle.device.cuda.get_device_name(0)}, TF32 {'on' if core.get_cublas_switch() else 'off'})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("output")
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
                         help="gpu: dygraph fp32 on the first GPU; exits if this Paddle has no CUDA or sees no GPU")
+    parser.add_argument("--no-tf32", action="store_true",
+                        help="gpu: matmuls in IEEE fp32, not Paddle's default TF32 tensor cores")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--pair-column", default=None)
     parser.add_argument("--max-seq-len", type=int, default=128)
@@ -187,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint = read_checkpoint(args.model_dir)
         table = read_input_table(args.input, ColumnNames(pair=args.pair_column))
     with timer.stage("load"):
-        device = use_device(args.device)
+        device = use_device(args.device, tf32=not args.no_tf32)
         tokenizer, model = (load_classifier if checkpoint.task == "classify" else load_generator)(args.model_dir)
     generated_tokens = None
     with timer.stage("predict"):
