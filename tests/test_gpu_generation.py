@@ -300,16 +300,18 @@ def test_generation_on_the_gpu_path_gives_the_cpu_run_s_texts(cuda_on_cpu, tmp_p
         with open(output + ".timing.json", encoding="utf-8") as f:
             return pd.read_csv(output, keep_default_na=False)["text"].tolist(), json.load(f)
 
-    cpu_texts, _ = run("cpu")
+    cpu_texts, cpu = run("cpu")
     fp32_texts, fp32 = run("gpu_fp32", "--device", "gpu", "--precision", "fp32")
     fp16_texts, fp16 = run("gpu_fp16", "--device", "gpu")
     assert fp32_texts == cpu_texts
     assert fp32["engine"]["device"] == "gpu" and fp32["workers"] == 1 and fp32["onnx"]["device"] == "gpu"
+    assert fp32["decoding"]["tokens_chosen_on_device"] and not cpu["decoding"]["tokens_chosen_on_device"]
     assert fp16["engine"]["precision"] == "fp16" and fp16["fp16"]["probe_top1_agreement"] >= 0.9
     assert fp16["batches"] == 1  # 30 rows in one length-sorted job (up to 256 on the GPU)
     assert np.mean([a == b for a, b in zip(fp16_texts, cpu_texts)]) >= 0.75
     beam = ["--decode", "beam", "--num-beams", "3"]
-    assert run("gpu_beam", "--device", "gpu", "--precision", "fp32", *beam)[0] == run("cpu_beam", *beam)[0]
+    beam_texts, gpu_beam = run("gpu_beam", "--device", "gpu", "--precision", "fp32", *beam)
+    assert beam_texts == run("cpu_beam", *beam)[0] and not gpu_beam["decoding"]["tokens_chosen_on_device"]
 
 
 def test_gpu_generation_plans_one_onnx_runtime_process_per_gpu_in_fp16_or_fp32():
