@@ -97,9 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, side in sides.items():
         against = side.get("vs_baseline")
         decoding = side["decoding"]
-        # The loop's time per step holds the cache's small graphs, the logits'
-        # copy to the host and the numpy argmax (the last two are what
-        # choosing tokens on the device would save).
+        # The loop's time per step holds the cache's small graphs and, greedy
+        # choosing on the device, the choice's graph and the ids' copy back.
         predict = side["stages_s"]["predict"]
         print(f"  {name}: {side['warm_wall_s']:.2f} s wall (predict {predict:.2f} s, {side['rows_per_s']} rows/s, "
               f"{side['generated_tokens'] / predict:.0f} new tokens/s in predict; {decoding['decode_steps']} steps, "

@@ -198,5 +198,6 @@ def format_table(report: dict) -> str:
     if decoding:
         lines.append(f"decoding: {decoding['decode_steps']} steps, loop overhead "
                      f"{decoding['loop_overhead_ms_per_step']} ms/step "
-                     f"({100 * decoding['loop_overhead_share']:.1f}% of decoding time)")
+                     f"({100 * decoding['loop_overhead_share']:.1f}% of decoding time)" +
+                     ("; tokens chosen on the device" if decoding.get("tokens_chosen_on_device") else ""))
     return "\n".join(lines)

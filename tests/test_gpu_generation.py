@@ -1,8 +1,9 @@
 """Generation on ONNX Runtime's device memory, run here with the CPU provider:
 the key/value cache held as OrtValues (DeviceArrays, IO binding) gives the
-same ids as the numpy path, greedy and beam; the fp16 decoding programs keep
-their masks and logits fp32 and hold their caches in fp16; --device gpu
-generation plans one ONNX Runtime process per GPU."""
+same ids as the numpy path, greedy (its tokens chosen on the device) and
+beam; the fp16 decoding programs keep their masks and logits fp32 and hold
+their caches in fp16; --device gpu generation plans one ONNX Runtime
+process per GPU."""
 from __future__ import annotations
 
 import os
@@ -14,7 +15,8 @@ import pytest
 from predictor.engines.onnx_runtime import DeviceArrays, GpuPlacement, NumpyArrays, OnnxRuntimeEngine
 from predictor.engines.options import EngineOptions
 from predictor.generate.cached_decoder import CachedDecoder, left_padded
-from predictor.generate.decoding import DecodeSettings, decode
+from predictor.generate.decoding import (DecodeSettings, RunnerUpLog, SpecialIds, _adjust, chooses_on_engine, decode,
+                                        logit_overrides)
 from predictor.generate.unimo_programs import PROMPT_PROGRAM, STEP_PROGRAM
 from tests.tiny_checkpoints import TINY_UNIMO, tiny_generator
 
@@ -84,6 +86,82 @@ def test_the_cache_on_the_device_gives_the_numpy_path_s_ids(programs, settings, 
 # On a machine with ONNX Runtime's CUDA provider the same checks run on GPU 0 too.
 CUDA = pytest.mark.skipif("CUDAExecutionProvider" not in onnxruntime.get_available_providers(),
                           reason="ONNX Runtime's CUDA provider is not installed here")
+
+
+@pytest.fixture
+def crossings(monkeypatch) -> dict:
+    """How often a device decoder brought logits back (to_numpy) or only
+    greedy's ids (greedy_ids)."""
+    calls = {"to_numpy": 0, "greedy_ids": 0}
+    to_numpy, greedy_ids = DeviceArrays.to_numpy, DeviceArrays.greedy_ids
+
+    def counted_to_numpy(x):
+        calls["to_numpy"] += 1
+        return to_numpy(x)
+
+    def counted_greedy_ids(self, *args):
+        calls["greedy_ids"] += 1
+        return greedy_ids(self, *args)
+
+    monkeypatch.setattr(DeviceArrays, "to_numpy", staticmethod(counted_to_numpy))
+    monkeypatch.setattr(DeviceArrays, "greedy_ids", counted_greedy_ids)
+    return calls
+
+
+@pytest.mark.parametrize("settings", [
+    DecodeSettings(max_new_tokens=12),  # rows end at different steps, one at once
+    DecodeSettings(max_new_tokens=12, min_new_tokens=3),  # eos forbidden for 3 steps, then chosen
+])
+@pytest.mark.parametrize("prompt_token_budget", [1024, 30])  # the prompt's ids chosen per chunk, then reordered
+def test_greedy_tokens_chosen_on_the_device_are_the_host_path_s(programs, crossings, settings, prompt_token_budget):
+    expected = decode(decoder(programs["onnx"], False), job(), 9, settings, programs["special"])
+    lengths = [len(ids) for ids in expected]
+    assert min(lengths) >= settings.min_new_tokens and min(lengths) < max(lengths) == settings.max_new_tokens
+    if settings.min_new_tokens:  # the forcing decides something: unforced, some row ends sooner
+        unforced = decode(decoder(programs["onnx"], False), job(), 9, DecodeSettings(max_new_tokens=12),
+                          programs["special"])
+        assert min(len(ids) for ids in unforced) < settings.min_new_tokens
+    on_device = decoder(programs["onnx"], True, prompt_token_budget, settings.max_new_tokens)
+    assert chooses_on_engine(on_device, settings, None)
+    got = decode(on_device, job(), 9, settings, programs["special"])
+    assert [ids.tolist() for ids in got] == [ids.tolist() for ids in expected]
+    # Only ids came back: the prompt pass's (one call per chunk) and every step's.
+    assert crossings["to_numpy"] == 0 and crossings["greedy_ids"] >= on_device.steps + 1
+
+
+def test_beam_search_and_runner_ups_take_the_logits_to_the_host(programs, crossings):
+    beam = DecodeSettings(strategy="beam", num_beams=3, max_new_tokens=8, min_new_tokens=2)
+    expected = decode(decoder(programs["onnx"], False), job(), 9, beam, programs["special"])
+    got = decode(decoder(programs["onnx"], True), job(), 9, beam, programs["special"])
+    assert [ids.tolist() for ids in got] == [ids.tolist() for ids in expected]
+    greedy = DecodeSettings(max_new_tokens=8, min_new_tokens=2)
+    on_host, on_device = RunnerUpLog(9), RunnerUpLog(9)
+    expected = decode(decoder(programs["onnx"], False), job(), 9, greedy, programs["special"], on_host)
+    got = decode(decoder(programs["onnx"], True), job(), 9, greedy, programs["special"], on_device)
+    assert [ids.tolist() for ids in got] == [ids.tolist() for ids in expected]
+    assert [(r.ids.tolist(), r.gaps.tolist()) for r in on_device.per_row()] == \
+        [(r.ids.tolist(), r.gaps.tolist()) for r in on_host.per_row()]
+    assert crossings["greedy_ids"] == 0 and crossings["to_numpy"] > 0
+    assert not chooses_on_engine(decoder(programs["onnx"], True), beam, None)
+
+
+@pytest.mark.parametrize("gpu", [None, pytest.param(GpuPlacement(0), marks=CUDA)], ids=["cpu", "cuda"])
+@pytest.mark.parametrize("forbid_eos", [False, True])
+def test_device_greedy_ids_are_numpy_s_argmax_of_the_adjusted_logits(gpu, forbid_eos):
+    special = SpecialIds(unk=5, pad=0, bos=2, eos=3)  # not in id order; eos set after the bans
+    rng = np.random.default_rng(0)
+    logits = rng.integers(-3, 3, size=(6, 9)).astype(np.float32)  # many exact ties: the lowest id wins
+    logits[0, [0, 2, 5]] = 50.0   # banned ids are set, not lowered: the rest wins
+    logits[1, 3] = 50.0           # eos, when it may be chosen
+    logits[2] = np.finfo(np.float32).min  # all at float32 min: a banned id (-1e9) wins, the lowest
+    logits[3] = -2e9              # below the ban: set (-1e9), where adding -1e9 would give -3e9
+    logits[4] = 1.0               # one tie over all ids
+    arrays = DeviceArrays(gpu)
+    on_device = onnxruntime.OrtValue.ortvalue_from_numpy(logits, *arrays.device)
+    got = arrays.greedy_ids(on_device, *logit_overrides(special, forbid_eos))
+    expected = _adjust(logits.copy(), special, forbid_eos).argmax(axis=-1)
+    assert got.dtype == np.int64 and got.tolist() == expected.tolist()
+    assert (got[1] == 3) != forbid_eos and got[0] not in (0, 2, 5) and got[2] == got[3] == 0 and got[4] == 1
 
 
 @pytest.mark.parametrize("gpu", [None, pytest.param(GpuPlacement(0), marks=CUDA)], ids=["cpu", "cuda"])
@@ -222,16 +300,18 @@ def test_generation_on_the_gpu_path_gives_the_cpu_run_s_texts(cuda_on_cpu, tmp_p
         with open(output + ".timing.json", encoding="utf-8") as f:
             return pd.read_csv(output, keep_default_na=False)["text"].tolist(), json.load(f)
 
-    cpu_texts, _ = run("cpu")
+    cpu_texts, cpu = run("cpu")
     fp32_texts, fp32 = run("gpu_fp32", "--device", "gpu", "--precision", "fp32")
     fp16_texts, fp16 = run("gpu_fp16", "--device", "gpu", "--precision", "fp16")
     assert fp32_texts == cpu_texts
     assert fp32["engine"]["device"] == "gpu" and fp32["workers"] == 1 and fp32["onnx"]["device"] == "gpu"
+    assert fp32["decoding"]["tokens_chosen_on_device"] and not cpu["decoding"]["tokens_chosen_on_device"]
     assert fp16["engine"]["precision"] == "fp16" and fp16["fp16"]["probe_top1_agreement"] >= 0.9
     assert fp16["batches"] == 1  # 30 rows in one length-sorted job (up to 256 on the GPU)
     assert np.mean([a == b for a, b in zip(fp16_texts, cpu_texts)]) >= 0.75
     beam = ["--decode", "beam", "--num-beams", "3"]
-    assert run("gpu_beam", "--device", "gpu", "--precision", "fp32", *beam)[0] == run("cpu_beam", *beam)[0]
+    beam_texts, gpu_beam = run("gpu_beam", "--device", "gpu", "--precision", "fp32", *beam)
+    assert beam_texts == run("cpu_beam", *beam)[0] and not gpu_beam["decoding"]["tokens_chosen_on_device"]
 
 
 def test_gpu_generation_plans_one_onnx_runtime_process_per_gpu_in_fp32_unless_fp16_is_asked_for():

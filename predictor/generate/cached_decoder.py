@@ -94,6 +94,17 @@ class CachedDecoder:
         self.max_positions = max_positions
         self.engine_s = 0.0  # running total inside the engines, for the loop-overhead figure
         self.prompt_s = 0.0  # the prompt passes' part of it
+        # Greedy's choice is taken where the logits lie when that is a
+        # device's memory (decoding.StepEngine): only ids cross back. On the
+        # host numpy's argmax reads the logits in place already.
+        self.chooses_greedy = hasattr(self.arrays, "greedy_ids")
+
+    def _result(self, logits, choose_greedy: tuple | None) -> np.ndarray:
+        """The logits on the host, or with `choose_greedy` (ids, values) only
+        each row's greedy choice."""
+        if choose_greedy is None:
+            return self.arrays.to_numpy(logits)
+        return self.arrays.greedy_ids(logits, *choose_greedy)
 
     def _timed_run(self, engine, inputs: list) -> list:
         started = time.perf_counter()
@@ -101,13 +112,14 @@ class CachedDecoder:
         self.engine_s += time.perf_counter() - started
         return outputs
 
-    def _prompt(self, job: dict) -> tuple[np.ndarray, list, list]:
-        """(last-position logits, prompt cache, start-token keys/values) of a
-        job, the prompt run in length-sorted chunks of at most
-        `prompt_token_budget` padded tokens: a job keeps many rows together
-        for the steps (their GEMMs want rows), while each prompt pass pads
-        only to its own chunk's longest source. Each chunk's cache is placed
-        right-aligned (as left padding) in one block as wide as the job's."""
+    def _prompt(self, job: dict, choose_greedy: tuple | None = None) -> tuple[np.ndarray, list, list]:
+        """(last-position logits, or greedy's ids with `choose_greedy`, prompt
+        cache, start-token keys/values) of a job, the prompt run in
+        length-sorted chunks of at most `prompt_token_budget` padded tokens:
+        a job keeps many rows together for the steps (their GEMMs want rows),
+        while each prompt pass pads only to its own chunk's longest source.
+        Each chunk's cache is placed right-aligned (as left padding) in one
+        block as wide as the job's."""
         lengths = job["lengths"]
         width = job["input_ids"].shape[1]
         order = np.argsort(-lengths, kind="stable")
@@ -120,7 +132,7 @@ class CachedDecoder:
             outputs = self._timed_run(self.prompt_engine, prompt_inputs(chunk_job, self.masked))
             self.prompt_s += self.engine_s - engine_before
             layers2 = (len(outputs) - 1) // 2
-            logits.append(self.arrays.to_numpy(outputs[0]))
+            logits.append(self._result(outputs[0], choose_greedy))
             prompt_parts.append(outputs[1:1 + layers2])
             start_parts.append(outputs[1 + layers2:])
             placed.append(rows)
@@ -134,9 +146,9 @@ class CachedDecoder:
 
         return np.concatenate(logits)[back], in_job_order(prompt_parts, width - 1), in_job_order(start_parts, 1)
 
-    def start(self, job: dict) -> np.ndarray:
+    def start(self, job: dict, choose_greedy: tuple | None = None) -> np.ndarray:
         self.prompt_bias = prompt_bias(job["lengths"], job["input_ids"].shape[1], self.masked)
-        logits, self.prompt_cache, start_part = self._prompt(job)
+        logits, self.prompt_cache, start_part = self._prompt(job, choose_greedy)
         # The start token's keys/values, zeros on the right: the generated buffers.
         self.width = min(self.FIRST_WIDTH, self.max_positions)  # positions each generated buffer holds
         self.generated = self.arrays.widened(start_part, self.width)
@@ -161,7 +173,7 @@ class CachedDecoder:
             self.prompt_bias = self.prompt_bias[keep]
             self.cache_source = live_sources
 
-    def advance(self, tokens: np.ndarray, parent: np.ndarray) -> np.ndarray:
+    def advance(self, tokens: np.ndarray, parent: np.ndarray, choose_greedy: tuple | None = None) -> np.ndarray:
         slots = self.slots[parent]
         rows_dropped_only = bool(np.all(np.diff(slots) > 0))  # no reordering, no row repeated
         if rows_dropped_only and len(slots) >= self.COMPACT_BELOW * len(self.row_source):
@@ -186,7 +198,9 @@ class CachedDecoder:
         outputs = self._timed_run(self.step_engine, feeds + self.prompt_cache + self.generated)
         self.generated = self.arrays.put_position(self.generated, self.written, outputs[1:])
         self.written += 1
-        return self.arrays.to_numpy(outputs[0])[self.slots]
+        # Idle rows are chosen for too (the overrides are the same for every
+        # row): cheaper than gathering the live rows' logits first.
+        return self._result(outputs[0], choose_greedy)[self.slots]
 
 
 def cached_decoder(model_dir: str, options: EngineOptions, max_positions: int,

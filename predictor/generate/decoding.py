@@ -13,6 +13,12 @@ A loop only chooses tokens; the model state lives in a step engine:
                                              # the current row that new row i continues
 Ids are in the model's (possibly pruned) vocabulary.
 
+An engine whose logits lie in a device's memory may take greedy's choice
+there (`chooses_greedy`): greedy then passes start/advance
+`choose_greedy=logit_overrides(...)` and gets each row's chosen id [B]
+instead of the logits, so only ids cross back. The loop is the same either
+way; beam search and runner-up logs always take the logits.
+
 Greedy decoding can also say how close each choice was (RunnerUpLog): when
 the harness's text differs from generate()'s, a gap under about 1e-4 at the
 first differing step is an fp32 near-tie, anything wider a bug.
@@ -60,13 +66,31 @@ class SpecialIds:
 class StepEngine(Protocol):
     def start(self, job) -> np.ndarray: ...
     def advance(self, tokens: np.ndarray, parent: np.ndarray) -> np.ndarray: ...
+    # Optional: `chooses_greedy` (bool), and then start/advance also take
+    # choose_greedy=(ids, values) and return argmax ids [B] (lowest id on
+    # ties) of the logits with logits[:, ids] = values.
+
+
+def logit_overrides(special: SpecialIds, forbid_eos: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, values) set in every row's logits before choosing: UNIMO bans
+    unk/pad/bos, MinLength forbids eos. One entry per id, the later rule
+    winning, as assigning them in turn would."""
+    rule = dict.fromkeys((special.unk, special.pad, special.bos), BANNED_LOGIT)
+    if forbid_eos:
+        rule[special.eos] = FLOAT32_MIN
+    return np.fromiter(rule, np.int64, len(rule)), np.asarray(list(rule.values()), np.float32)
 
 
 def _adjust(logits: np.ndarray, special: SpecialIds, forbid_eos: bool) -> np.ndarray:
-    logits[:, [special.unk, special.pad, special.bos]] = BANNED_LOGIT
-    if forbid_eos:
-        logits[:, special.eos] = FLOAT32_MIN
+    ids, values = logit_overrides(special, forbid_eos)
+    logits[:, ids] = values
     return logits
+
+
+def chooses_on_engine(engine: StepEngine, settings: DecodeSettings, runner_ups: "RunnerUpLog | None") -> bool:
+    """Whether greedy's tokens are chosen by the engine where its logits lie:
+    greedy only, and not while runner-ups are recorded (they read the logits)."""
+    return settings.strategy == "greedy" and runner_ups is None and getattr(engine, "chooses_greedy", False)
 
 
 @dataclass(frozen=True)
@@ -120,12 +144,20 @@ def greedy(engine: StepEngine, job, rows: int, settings: DecodeSettings, special
     every step's runner-up and gap."""
     generated: list[list[int]] = [[] for _ in range(rows)]
     row_of = np.arange(rows)  # input row of each live row
-    logits = engine.start(job)
+    on_engine = chooses_on_engine(engine, settings, runner_ups)
+
+    def choice(t: int) -> dict:  # what start/advance are asked for step t's result
+        return {"choose_greedy": logit_overrides(special, t < settings.min_new_tokens)} if on_engine else {}
+
+    result = engine.start(job, **choice(0))  # logits [B, V], or the engine's ids [B]
     for t in range(settings.max_new_tokens):
-        adjusted = _adjust(logits, special, t < settings.min_new_tokens)
-        tokens = adjusted.argmax(axis=-1)
-        if runner_ups is not None:
-            runner_ups.record(row_of, adjusted, tokens)
+        if on_engine:
+            tokens = result
+        else:
+            adjusted = _adjust(result, special, t < settings.min_new_tokens)
+            tokens = adjusted.argmax(axis=-1)
+            if runner_ups is not None:
+                runner_ups.record(row_of, adjusted, tokens)
         alive = tokens != special.eos
         for row, token in zip(row_of[alive].tolist(), tokens[alive].tolist()):
             generated[row].append(token)
@@ -133,7 +165,7 @@ def greedy(engine: StepEngine, job, rows: int, settings: DecodeSettings, special
             break
         parent = np.flatnonzero(alive)
         row_of = row_of[parent]
-        logits = engine.advance(tokens[parent], parent)
+        result = engine.advance(tokens[parent], parent, **choice(t + 1))
     return [np.asarray(g, dtype=np.int64) for g in generated]
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from predictor.engines.options import EngineOptions
 from predictor.generate.cached_decoder import cached_decoder
-from predictor.generate.decoding import DecodeSettings, RunnerUpLog, RunnerUps, SpecialIds, decode
+from predictor.generate.decoding import DecodeSettings, RunnerUpLog, RunnerUps, SpecialIds, chooses_on_engine, decode
 from predictor.pruning import PrunedVocab
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class DecodedBatch:
     total_s: float    # the whole loop: engine + Python/numpy between steps
     prompt_s: float   # the prompt passes' share of engine_s
     runner_ups: list[RunnerUps] | None = None  # per row, when the settings record margins
+    chosen_on_device: bool = False  # greedy's tokens chosen where the logits lie; only ids came back
 
 
 class GenerateRunner:
@@ -51,7 +52,8 @@ class GenerateRunner:
         rows = decode(self.decoder, job, len(job["lengths"]), self.settings.decode, self.settings.special, runner_ups)
         return DecodedBatch(rows, self.decoder.steps, self.decoder.engine_s - engine_before,
                             time.perf_counter() - started, self.decoder.prompt_s - prompt_before,
-                            runner_ups.per_row() if runner_ups else None)
+                            runner_ups.per_row() if runner_ups else None,
+                            chooses_on_engine(self.decoder, self.settings.decode, runner_ups))
 
 
 def decoding_report(batches: list[DecodedBatch]) -> dict:
@@ -64,4 +66,5 @@ def decoding_report(batches: list[DecodedBatch]) -> dict:
     return {"decode_steps": steps, "engine_s": round(engine_s, 3), "prompt_s": round(prompt_s, 3),
             "steps_s": round(engine_s - prompt_s, 3), "loop_overhead_s": round(overhead_s, 3),
             "loop_overhead_ms_per_step": round(1000 * overhead_s / max(steps, 1), 3),
-            "loop_overhead_share": round(overhead_s / total_s, 4) if total_s else 0.0}
+            "loop_overhead_share": round(overhead_s / total_s, 4) if total_s else 0.0,
+            "tokens_chosen_on_device": bool(batches) and all(b.chosen_on_device for b in batches)}
