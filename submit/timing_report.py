@@ -160,7 +160,8 @@ def format_table(report: dict) -> str:
             where = ("a Ray instance of this machine" if runner["address"] == "local"
                      else f"the Ray cluster at {runner['address']}")
             lines.append(f"runner: {count} predictor actor{'s' if count != 1 else ''} on {where}; "
-                         f"{len(runner['nodes'])} node{'s' if len(runner['nodes']) != 1 else ''}: {nodes}")
+                         f"{len(runner['nodes'])} node{'s' if len(runner['nodes']) != 1 else ''}: {nodes}"
+                         + (f"; tokenised on {report['tokenizer']}" if "tokenizer" in report else ""))
         else:
             lines.append(f"runner: {count} predictor process{'es' if count != 1 else ''} on this machine")
     onnx = report.get("onnx")
