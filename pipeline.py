@@ -206,7 +206,7 @@ def read_and_tokenize(args: argparse.Namespace, task_name: str, vocab_path: str,
             ids.extend(chunk.ids)
             yield chunk
 
-    with machines.encoder(vocab_path, framing, args.tokenizer_workers) as encoder:
+    with machines.encoder(vocab_path, framing, args.tokenizer_workers, args.retries) as encoder:
         tokenized = encoder.encode_chunks(validated())
         while True:
             with timer.stage("tokenize"):

@@ -90,7 +90,7 @@ def test_ray_data_tokenises_each_chunk_as_the_local_processes_do(workdir, classi
 
     with ShardedEncoder(vocab_path, framing, workers=2, min_rows_per_shard=10) as local:
         expected = list(local.encode_chunks(chunks()))
-    with RayCluster(cluster.address) as machines, machines.encoder(vocab_path, framing, 2) as on_ray:
+    with RayCluster(cluster.address) as machines, machines.encoder(vocab_path, framing, 2, 1) as on_ray:
         got = list(on_ray.encode_chunks(chunks()))
         assert on_ray.describe() == "ray data, 5 tasks"
     assert [len(rows) for rows in got] == [50, 50, 50, 50, 30]

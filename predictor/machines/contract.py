@@ -83,8 +83,9 @@ class ChunkEncoder(Protocol):
 
 
 class Machines(Protocol):
-    def encoder(self, vocab_path: str, framing: Framing, workers: int) -> ChunkEncoder:
-        """The run's tokenizer; `workers`: --tokenizer-workers."""
+    def encoder(self, vocab_path: str, framing: Framing, workers: int, retries: int) -> ChunkEncoder:
+        """The run's tokenizer; `workers`: --tokenizer-workers; `retries`:
+        --retries, where the way of running retries a tokenizer's work."""
 
     def plan(self, options: EngineOptions, workers: int) -> list[EngineOptions]:
         """One EngineOptions per predictor process."""

@@ -28,7 +28,8 @@ from worker_processes import DEFAULT_STALL_TIMEOUT_S, WorkerFailed, ignore_inter
 class ThisMachine:
     """The predictor processes of this host (the run without --ray)."""
 
-    def encoder(self, vocab_path: str, framing: Framing, workers: int) -> ShardedEncoder:
+    def encoder(self, vocab_path: str, framing: Framing, workers: int, retries: int) -> ShardedEncoder:
+        # A tokenizer process is not retried: tokenising is seconds.
         return ShardedEncoder(vocab_path, framing, workers=workers)
 
     def plan(self, options: EngineOptions, workers: int) -> list[EngineOptions]:

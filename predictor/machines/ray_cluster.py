@@ -89,10 +89,10 @@ class RayCluster:
     def __exit__(self, exc_type, exc, traceback) -> None:
         ray.shutdown()
 
-    def encoder(self, vocab_path: str, framing: Framing, workers: int) -> RayDataEncoder:
+    def encoder(self, vocab_path: str, framing: Framing, workers: int, retries: int) -> RayDataEncoder:
         """Ray Data tasks as the cluster has room for (--tokenizer-workers
         is this host's)."""
-        return RayDataEncoder(vocab_path, framing)
+        return RayDataEncoder(vocab_path, framing, retries)
 
     def plan(self, options: EngineOptions, workers: int) -> list[EngineOptions]:
         """`workers` actors on the CPU; with --device gpu one per GPU of the

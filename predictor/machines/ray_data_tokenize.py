@@ -77,8 +77,8 @@ def table_as_rows(table: pa.Table) -> EncodedRows:
 class RayDataEncoder:
     """The ChunkEncoder of a Ray cluster: Ray Data tasks over the blocks."""
 
-    def __init__(self, vocab_path: str, framing: Framing):
-        self.vocab_path, self.framing = vocab_path, framing
+    def __init__(self, vocab_path: str, framing: Framing, retries: int):
+        self.vocab_path, self.framing, self.retries = vocab_path, framing, retries
         self.tasks = 0
 
     def encode_chunks(self, chunks: Iterable[InputChunk]) -> Iterator[EncodedRows]:
@@ -91,7 +91,10 @@ class RayDataEncoder:
         tokenized = ray.data.from_arrow_refs(blocks).map_batches(
             encode_block, batch_size=None, batch_format="pyarrow", zero_copy_batch=True,
             fn_kwargs={"vocab_path": self.vocab_path, "framing": self.framing,
-                       "backend": choose_backend()})  # the driver's engine, WORDPIECE_BACKEND included
+                       "backend": choose_backend()},  # the driver's engine, WORDPIECE_BACKEND included
+            # Ray Data retries a task whose process died without end by
+            # default: a crash on one block would then never stop the run.
+            max_retries=self.retries)
         del blocks  # held by the dataset until tokenising ends
         self.tasks = len(sizes)
         try:
