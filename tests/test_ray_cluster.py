@@ -15,7 +15,6 @@ import sys
 import time
 
 import numpy as np
-import pandas as pd
 import pytest
 
 # Ray gives a node the address other hosts reach it by; on Linux that can
@@ -78,10 +77,12 @@ def test_ray_data_tokenises_each_chunk_as_the_local_processes_do(workdir, classi
     from preprocess.input_table import ColumnNames, read_input_chunks
     from preprocess.tokenize_shards import Framing, ShardedEncoder
 
-    input_path = os.path.join(workdir, "pairs.csv")
-    texts = review_texts(230, start=700)
-    pd.DataFrame({"id": [f"p{i}" for i in range(230)], "text": texts, "pair": texts[::-1]}).to_csv(input_path,
-                                                                                                 index=False)
+    # .jsonl, one text with a lone surrogate ("\ud800"), which Arrow refuses
+    input_path = os.path.join(workdir, "pairs.jsonl")
+    texts = review_texts(229, start=700) + ["坏\ud800了"]
+    with open(input_path, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps({"id": f"p{i}", "text": text, "pair": pair}) + "\n"
+                     for i, (text, pair) in enumerate(zip(texts, texts[::-1])))
     vocab_path = os.path.join(classifier, "vocab.txt")
     framing = Framing("classify", max_seq_len=48)
 

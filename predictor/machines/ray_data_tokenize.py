@@ -2,8 +2,10 @@
 
 The driver reads and validates the whole input first, a chunk at a time,
 with the project's own reader (preprocess/input_table.py), and puts each
-chunk's texts into Ray's object store as one Arrow block of `--chunk-rows`
-rows. The reader stays on the driver because its checks run across the
+chunk's texts into Ray's object store as one block of `--chunk-rows` rows:
+a pandas frame of Python strings, since Arrow refuses a string that is not
+valid UTF-8 (a lone surrogate, which a .jsonl row may spell as "\\ud800")
+where the local run tokenises it. The reader stays on the driver because its checks run across the
 file (a duplicate id is one seen in any earlier chunk) and its messages name
 the file, line, row and field: bad input then stops with the local run's one
 line, before any tokenising. What the driver keeps of a chunk is its ids,
@@ -29,6 +31,7 @@ import logging
 from typing import Iterable, Iterator
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import ray
 import ray.data
@@ -43,14 +46,14 @@ from worker_processes import WorkerFailed, first_line
 _wordpieces: dict[tuple, FastWordPiece] = {}
 
 
-def encode_block(block: pa.Table, vocab_path: str, framing: Framing, backend: str) -> pa.Table:
+def encode_block(block: pd.DataFrame, vocab_path: str, framing: Framing, backend: str) -> pa.Table:
     """One block of texts (and pairs) -> its rows' ids, types and truncation."""
     key = (vocab_path, framing, backend)
     if key not in _wordpieces:
         # Parallelism comes from the tasks; one engine thread each.
         _wordpieces[key] = wordpiece_for(vocab_path, framing, num_threads=1, backend=backend)
-    pairs = block.column("pair").to_pylist() if "pair" in block.column_names else None
-    return rows_as_table(encode_shard(_wordpieces[key], framing, block.column("text").to_pylist(), pairs))
+    pairs = block["pair"].tolist() if "pair" in block.columns else None
+    return rows_as_table(encode_shard(_wordpieces[key], framing, block["text"].tolist(), pairs))
 
 
 def rows_as_table(rows: EncodedRows) -> pa.Table:
@@ -85,11 +88,11 @@ class RayDataEncoder:
         blocks, sizes = [], []
         for chunk in chunks:  # every chunk read and validated before any task starts
             columns = {"text": chunk.texts} if chunk.pairs is None else {"text": chunk.texts, "pair": chunk.pairs}
-            blocks.append(ray.put(pa.table(columns)))
+            blocks.append(ray.put(pd.DataFrame(columns)))
             sizes.append(len(chunk))
         quiet_ray_data()
-        tokenized = ray.data.from_arrow_refs(blocks).map_batches(
-            encode_block, batch_size=None, batch_format="pyarrow", zero_copy_batch=True,
+        tokenized = ray.data.from_pandas_refs(blocks).map_batches(
+            encode_block, batch_size=None, batch_format="pandas", zero_copy_batch=True,
             fn_kwargs={"vocab_path": self.vocab_path, "framing": self.framing,
                        "backend": choose_backend()},  # the driver's engine, WORDPIECE_BACKEND included
             # Ray Data retries a task whose process died without end by
