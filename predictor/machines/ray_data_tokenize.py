@@ -5,12 +5,13 @@ with the project's own reader (preprocess/input_table.py), and puts each
 chunk's texts into Ray's object store as one block of `--chunk-rows` rows:
 a pandas frame of Python strings, since Arrow refuses a string that is not
 valid UTF-8 (a lone surrogate, which a .jsonl row may spell as "\\ud800")
-where the local run tokenises it. The reader stays on the driver because its checks run across the
-file (a duplicate id is one seen in any earlier chunk) and its messages name
-the file, line, row and field: bad input then stops with the local run's one
-line, before any tokenising. What the driver keeps of a chunk is its ids,
-as in a local run; the texts wait in the object store (the cluster's
-memory, spilled to disk by Ray when full), not in the driver.
+where the local run tokenises it. The reader stays on the driver because
+its checks run across the file (a duplicate id is one seen in any earlier
+chunk) and its messages name the file, line, row and field: bad input then
+stops with the local run's one line, before any tokenising. What the
+driver keeps of a chunk is its ids, as in a local run; the texts wait in
+the object store (the cluster's memory, spilled to disk by Ray when full),
+not in the driver.
 
 Then one Dataset: `map_batches` over the blocks on CPU tasks, one task per
 block, each worker process building its FastWordPiece once and reusing it
