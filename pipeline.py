@@ -19,9 +19,9 @@ import numpy as np
 
 from preprocess.encoded_chunks import EncodedChunks, ScratchSpaceError
 from preprocess.encoded_rows import EncodedRows
-from preprocess.input_table import CHUNK_ROWS, ColumnNames, InputError, input_format, read_input_chunks
+from preprocess.input_table import CHUNK_ROWS, ColumnNames, InputChunk, InputError, input_format, read_input_chunks
 from preprocess.read_ahead import read_ahead
-from preprocess.tokenize_shards import Framing, ShardedEncoder
+from preprocess.tokenize_shards import Framing
 from preprocess.wordpiece import read_vocab
 from predictor.batching import exact_length_batches, length_sorted_batches
 from predictor.checkpoint import CheckpointError, read_checkpoint
@@ -190,22 +190,32 @@ def counted(batches: list, results: Iterator, bar) -> Iterator[tuple]:
 
 
 def read_and_tokenize(args: argparse.Namespace, task_name: str, vocab_path: str, encoded: EncodedChunks,
-                      timer: StageTimer) -> list[str]:
+                      timer: StageTimer, machines: Machines) -> tuple[list[str], str]:
     """Every row of the input file, a chunk at a time: validated, tokenised
-    and put in `encoded`; returns the row ids, the one per-row text kept."""
+    by the machines' encoder and put in `encoded`; returns the row ids (the
+    one per-row text kept) and what tokenised."""
     framing = Framing(task_name, args.max_seq_len, args.max_title_len)
     chunks = read_ahead(read_input_chunks(args.input, ColumnNames(args.id_column, args.text_column,
                                                                   args.pair_column), args.chunk_rows))
     ids: list[str] = []
-    with ShardedEncoder(vocab_path, framing, workers=args.tokenizer_workers) as encoder:
+
+    def validated() -> Iterator[InputChunk]:
         while True:
-            with timer.stage("read"):
+            with timer.stage("read"):  # as the encoder pulls: reading, not tokenising
                 chunk = next(chunks, None)
             if chunk is None:
-                return ids
+                return
+            ids.extend(chunk.ids)
+            yield chunk
+
+    with machines.encoder(vocab_path, framing, args.tokenizer_workers, args.retries) as encoder:
+        tokenized = encoder.encode_chunks(validated())
+        while True:
             with timer.stage("tokenize"):
-                encoded.append(encoder.encode(chunk.texts, chunk.pairs))
-            ids += chunk.ids
+                rows = next(tokenized, None)
+                if rows is None:
+                    return ids, encoder.describe()
+                encoded.append(rows)
 
 
 def run_once(args: argparse.Namespace, progress: Progress) -> dict:
@@ -231,7 +241,7 @@ def run_spilled(args: argparse.Namespace, progress: Progress, spill_folder: str,
         options_per_worker = machines.plan(options, args.workers)
 
     encoded = EncodedChunks(spill_folder, int(checkpoint.config["vocab_size"]))
-    ids = read_and_tokenize(args, task.name, checkpoint.vocab_path, encoded, timer)
+    ids, tokenizer = read_and_tokenize(args, task.name, checkpoint.vocab_path, encoded, timer, machines)
 
     with timer.stage("prune"):
         vocab_size = int(checkpoint.config["vocab_size"])
@@ -349,6 +359,7 @@ def run_spilled(args: argparse.Namespace, progress: Progress, spill_folder: str,
         "workers": pool.processes,
         "worker_retries": pool.retried,
         "tokenizer_workers": args.tokenizer_workers,
+        "tokenizer": tokenizer,
         **task.report(results, merged),
     })
 

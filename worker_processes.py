@@ -33,6 +33,12 @@ def ignore_interrupts() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def first_line(err: BaseException) -> str:
+    """An error's first line, for a one-line message (or its type's name)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def describe_exit(exitcode: int | None) -> str:
     if exitcode is None:
         return "still running"

@@ -9,10 +9,12 @@ small inputs are tokenised in this process (see `shard_count`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable, Iterator
 
 import numpy as np
 
 from preprocess.encoded_rows import EncodedRows
+from preprocess.input_table import InputChunk
 from preprocess.framing import frame_for_generation, frame_single_or_pair
 from preprocess.wordpiece import FastWordPiece
 from worker_processes import SpawnedPool, ignore_interrupts
@@ -63,18 +65,28 @@ class ShardedEncoder:
         self.min_rows_per_shard = min_rows_per_shard
         self._local: FastWordPiece | None = None
         self._pool: SpawnedPool | None = None
+        self.processes = 0  # the most tokenizer processes a call used (0: this process alone)
 
     def encode(self, texts: list[str], pairs: list[str] | None) -> EncodedRows:
         shards = shard_bounds(len(texts), shard_count(len(texts), self.workers, self.min_rows_per_shard))
         jobs = [(texts[a:b], pairs[a:b] if pairs is not None else None) for a, b in shards]
         if len(jobs) == 1:
             if self._local is None:
-                self._local = _wordpiece_for(self.vocab_path, self.framing)
-            return _encode_shard(self._local, self.framing, *jobs[0])
+                self._local = wordpiece_for(self.vocab_path, self.framing)
+            return encode_shard(self._local, self.framing, *jobs[0])
+        self.processes = max(self.processes, len(jobs))
         if self._pool is None:
             self._pool = SpawnedPool(len(jobs), initializer=_start_worker, initargs=(self.vocab_path, self.framing))
         return EncodedRows.concat(self._pool.map(_encode_in_worker, [(self.framing, *job) for job in jobs],
                                                  "tokenizer"))
+
+    def encode_chunks(self, chunks: Iterable[InputChunk]) -> Iterator[EncodedRows]:
+        """Each chunk's rows, encoded as it comes."""
+        for chunk in chunks:
+            yield self.encode(chunk.texts, chunk.pairs)
+
+    def describe(self) -> str:
+        return f"{self.processes} local processes" if self.processes else "the main process"
 
     def close(self, failed: bool = False) -> None:
         if self._pool is not None:
@@ -120,7 +132,7 @@ def encode_bounded(wordpiece: FastWordPiece, texts, max_tokens: int) -> list[np.
     return ids
 
 
-def _encode_shard(wordpiece: FastWordPiece, framing: Framing, texts, pairs) -> EncodedRows:
+def encode_shard(wordpiece: FastWordPiece, framing: Framing, texts, pairs) -> EncodedRows:
     # No segment keeps more than max_seq_len ids, whatever the framing.
     ids_a = encode_bounded(wordpiece, texts, framing.max_seq_len)
     ids_b = encode_bounded(wordpiece, pairs, framing.max_seq_len) if pairs is not None else [None] * len(texts)
@@ -145,13 +157,14 @@ def _start_worker(vocab_path: str, framing: Framing) -> None:
     global _wordpiece
     ignore_interrupts()
     # Parallelism comes from the processes; one engine thread each.
-    _wordpiece = _wordpiece_for(vocab_path, framing, num_threads=1)
+    _wordpiece = wordpiece_for(vocab_path, framing, num_threads=1)
 
 
 def _encode_in_worker(framing: Framing, texts, pairs) -> EncodedRows:
-    return _encode_shard(_wordpiece, framing, texts, pairs)
+    return encode_shard(_wordpiece, framing, texts, pairs)
 
 
-def _wordpiece_for(vocab_path: str, framing: Framing, num_threads: int | None = None) -> FastWordPiece:
+def wordpiece_for(vocab_path: str, framing: Framing, num_threads: int | None = None,
+                  backend: str | None = None) -> FastWordPiece:
     return FastWordPiece(vocab_path, keep_special_tokens_whole=framing.keeps_special_tokens_whole,
-                         num_threads=num_threads)
+                         num_threads=num_threads, backend=backend)

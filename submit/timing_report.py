@@ -36,23 +36,38 @@ def peak_rss_mb() -> float:
 
 class StageTimer:
     """Wall time per stage, and this process's peak resident memory as each
-    stage ends, so a report shows which stage set the peak."""
+    stage ends, so a report shows which stage set the peak. A stage timed
+    inside another counts only toward itself (chunks read while a streaming
+    tokenizer pulls them are reading, not tokenising), so the stages still
+    add up to the run."""
 
     def __init__(self):
         self.seconds: dict[str, float] = {}
         self.peak_rss_mb: dict[str, float] = {}
         self._start = time.perf_counter()
+        self._open: list[list] = []  # [name, running since] of each open stage, innermost last
 
     @contextmanager
     def stage(self, name: str):
         if name not in STAGE_TITLES:
             raise ValueError(f"unknown stage {name!r}")
-        started = time.perf_counter()
+        self._pause_innermost()
+        self._open.append([name, time.perf_counter()])
         try:
             yield
         finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+            self._pause_innermost()
+            self._open.pop()
+            if self._open:
+                self._open[-1][1] = time.perf_counter()
             self.peak_rss_mb[name] = round(peak_rss_mb(), 1)
+
+    def _pause_innermost(self) -> None:
+        if self._open:
+            name, since = self._open[-1]
+            now = time.perf_counter()
+            self.seconds[name] = self.seconds.get(name, 0.0) + now - since
+            self._open[-1][1] = now
 
     def total(self) -> float:
         return time.perf_counter() - self._start
@@ -145,7 +160,8 @@ def format_table(report: dict) -> str:
             where = ("a Ray instance of this machine" if runner["address"] == "local"
                      else f"the Ray cluster at {runner['address']}")
             lines.append(f"runner: {count} predictor actor{'s' if count != 1 else ''} on {where}; "
-                         f"{len(runner['nodes'])} node{'s' if len(runner['nodes']) != 1 else ''}: {nodes}")
+                         f"{len(runner['nodes'])} node{'s' if len(runner['nodes']) != 1 else ''}: {nodes}"
+                         + (f"; tokenised on {report['tokenizer']}" if "tokenizer" in report else ""))
         else:
             lines.append(f"runner: {count} predictor process{'es' if count != 1 else ''} on this machine")
     onnx = report.get("onnx")

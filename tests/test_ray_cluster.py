@@ -1,8 +1,10 @@
 """--ray on a two-node Ray cluster started in this process
-(ray.cluster_utils.Cluster, one CPU each): the submission is the local
-run's byte for byte (classification fp32 and INT8, generation), a killed
-actor is restarted and its jobs retried with the same bytes, bad input is
-refused as in a local run, and a node lost with no room left names itself."""
+(ray.cluster_utils.Cluster, one CPU each): tokenising on Ray Data gives the
+local processes' rows chunk for chunk, the submission is the local run's
+byte for byte (classification fp32 over several chunks and INT8,
+generation), a killed actor is restarted and its jobs retried with the same
+bytes, bad input is refused as in a local run, and a node lost with no room
+left names itself."""
 from __future__ import annotations
 
 import json
@@ -62,13 +64,49 @@ def local_and_ray(workdir, model_dir, input_path, name, cluster, *options) -> tu
                                      "--ray", cluster.address)
     assert on_ray == local
     assert ray_report["runner"]["kind"] == "ray" and len(ray_report["runner"]["nodes"]) == 2
+    assert ray_report["input_chunks"] == local_report["input_chunks"]
+    chunks = ray_report["input_chunks"]  # one Ray Data task each
+    assert ray_report["tokenizer"] == f"ray data, {chunks} task{'s' if chunks != 1 else ''}"
+    assert local_report["tokenizer"] == "the main process"
     assert ray_report["workers"] == 2 and ray_report["worker_retries"] == []
     return local_report, ray_report
 
 
+def test_ray_data_tokenises_each_chunk_as_the_local_processes_do(workdir, classifier, cluster):
+    from predictor.machines.ray_cluster import RayCluster
+    from preprocess.input_table import ColumnNames, read_input_chunks
+    from preprocess.tokenize_shards import Framing, ShardedEncoder
+
+    # .jsonl, one text with a lone surrogate ("\ud800"), which Arrow refuses
+    input_path = os.path.join(workdir, "pairs.jsonl")
+    texts = review_texts(229, start=700) + ["坏\ud800了"]
+    with open(input_path, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps({"id": f"p{i}", "text": text, "pair": pair}) + "\n"
+                     for i, (text, pair) in enumerate(zip(texts, texts[::-1])))
+    vocab_path = os.path.join(classifier, "vocab.txt")
+    framing = Framing("classify", max_seq_len=48)
+
+    def chunks():  # five chunks, the last one short
+        return read_input_chunks(input_path, ColumnNames(pair="pair"), chunk_rows=50)
+
+    with ShardedEncoder(vocab_path, framing, workers=2, min_rows_per_shard=10) as local:
+        expected = list(local.encode_chunks(chunks()))
+    with RayCluster(cluster.address) as machines, machines.encoder(vocab_path, framing, 2, 1) as on_ray:
+        got = list(on_ray.encode_chunks(chunks()))
+        assert on_ray.describe() == "ray data, 5 tasks"
+    assert [len(rows) for rows in got] == [50, 50, 50, 50, 30]
+    assert any(rows.truncated.any() for rows in got)
+    for want, rows in zip(expected, got, strict=True):
+        for field in ("token_ids", "token_type_ids", "offsets", "truncated"):
+            assert getattr(rows, field).dtype == getattr(want, field).dtype, field
+            assert np.array_equal(getattr(rows, field), getattr(want, field)), field
+
+
 def test_classification_fp32_on_ray_writes_the_local_run_s_bytes(workdir, classifier, cluster):
     input_path = write_reviews_csv(os.path.join(workdir, "fp32.csv"), review_texts(120, start=100))
-    local, on_ray = local_and_ray(workdir, classifier, input_path, "fp32", cluster, "--token-budget", "256")
+    local, on_ray = local_and_ray(workdir, classifier, input_path, "fp32", cluster, "--token-budget", "256",
+                                  "--chunk-rows", "50")
+    assert on_ray["input_chunks"] == 3
     assert on_ray["batches"] == local["batches"] > 2
 
 

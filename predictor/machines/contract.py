@@ -1,8 +1,9 @@
 """The contract between the stage wiring and a way of running predictors.
 
 `Machines` is a way of running (this host's processes, a Ray cluster):
-it plans one EngineOptions per predictor process, opens pools of runners on
-them and says what it is for the report. A `RunnerPool` builds one runner
+it gives the run's tokenizer (a `ChunkEncoder`), plans one EngineOptions per
+predictor process, opens pools of runners on them and says what it is for
+the report. A `RunnerPool` builds one runner
 per predictor process (the task kind's `runner(model_dir, options,
 settings)`, from a RunnerSpec) and maps jobs to results in job order, so
 what is written does not depend on where a job ran.
@@ -14,6 +15,9 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator, Protocol
 
 from predictor.engines.options import EngineOptions
+from preprocess.encoded_rows import EncodedRows
+from preprocess.input_table import InputChunk
+from preprocess.tokenize_shards import Framing
 
 # Jobs handed out per predictor process ahead of the result awaited: enough
 # to keep every process busy, few enough that a chunk's padded batches are
@@ -66,7 +70,23 @@ class RunnerPool(Protocol):
     def __exit__(self, exc_type, exc, traceback) -> None: ...
 
 
+class ChunkEncoder(Protocol):
+    def encode_chunks(self, chunks: Iterable[InputChunk]) -> Iterator[EncodedRows]:
+        """One EncodedRows per chunk, in chunk order; rows in input order."""
+
+    def describe(self) -> str:
+        """What tokenised, for the timing report."""
+
+    def __enter__(self) -> "ChunkEncoder": ...
+
+    def __exit__(self, exc_type, exc, traceback) -> None: ...
+
+
 class Machines(Protocol):
+    def encoder(self, vocab_path: str, framing: Framing, workers: int, retries: int) -> ChunkEncoder:
+        """The run's tokenizer; `workers`: --tokenizer-workers; `retries`:
+        --retries, where the way of running retries a tokenizer's work."""
+
     def plan(self, options: EngineOptions, workers: int) -> list[EngineOptions]:
         """One EngineOptions per predictor process."""
 

@@ -1,4 +1,5 @@
-"""Predictor processes of this host: one per GPU, or N on CPU (`--workers`).
+"""Predictor processes of this host: one per GPU, or N on CPU (`--workers`);
+tokenising in its processes too (ShardedEncoder, preprocess/tokenize_shards.py).
 
 Each process builds its own runner (a Paddle Inference predictor is neither
 fork-safe nor shareable across processes) and takes batches from a shared
@@ -20,11 +21,16 @@ from predictor.engines.gpus import visible_gpu_ids
 from predictor.engines.options import EngineOptions, EngineUnavailable
 from predictor.machines.contract import (JOBS_AHEAD_PER_PROCESS, RunnerSpec, make_runner,
                                          make_runner_in_own_process)
+from preprocess.tokenize_shards import Framing, ShardedEncoder
 from worker_processes import DEFAULT_STALL_TIMEOUT_S, WorkerFailed, ignore_interrupts, run_in_order, stop
 
 
 class ThisMachine:
     """The predictor processes of this host (the run without --ray)."""
+
+    def encoder(self, vocab_path: str, framing: Framing, workers: int, retries: int) -> ShardedEncoder:
+        # A tokenizer process is not retried: tokenising is seconds.
+        return ShardedEncoder(vocab_path, framing, workers=workers)
 
     def plan(self, options: EngineOptions, workers: int) -> list[EngineOptions]:
         return plan_engine_options(options, workers, visible_gpu_ids() if options.device == "gpu" else None)

@@ -1,4 +1,5 @@
-"""Predictor processes as actors of a Ray cluster (`--ray [ADDRESS]`).
+"""Predictor processes as actors of a Ray cluster (`--ray [ADDRESS]`), and
+tokenising as a Ray Data operator on it (ray_data_tokenize.py).
 
 `--ray` alone starts a Ray instance on this machine for the run and stops
 it after; `--ray auto` or `--ray HOST:PORT` joins a running cluster. Every
@@ -35,7 +36,9 @@ import ray
 from predictor.engines.options import EngineOptions, EngineUnavailable
 from predictor.machines.contract import (JOBS_AHEAD_PER_PROCESS, ClusterUnavailable, RunnerSpec,
                                          make_runner_in_own_process)
-from worker_processes import WorkerFailed, ignore_interrupts
+from predictor.machines.ray_data_tokenize import RayDataEncoder
+from preprocess.tokenize_shards import Framing
+from worker_processes import WorkerFailed, first_line, ignore_interrupts
 
 # `--ray` with no address: a Ray instance of this machine, for this run
 # (ray.init's own name for it).
@@ -86,6 +89,11 @@ class RayCluster:
     def __exit__(self, exc_type, exc, traceback) -> None:
         ray.shutdown()
 
+    def encoder(self, vocab_path: str, framing: Framing, workers: int, retries: int) -> RayDataEncoder:
+        """Ray Data tasks as the cluster has room for (--tokenizer-workers
+        is this host's)."""
+        return RayDataEncoder(vocab_path, framing, retries)
+
     def plan(self, options: EngineOptions, workers: int) -> list[EngineOptions]:
         """`workers` actors on the CPU; with --device gpu one per GPU of the
         cluster, each seeing only the GPU Ray gives it (its device 0)."""
@@ -119,11 +127,6 @@ def unreachable(address: str, timeout_s: float = 5.0) -> str | None:
             return None
     except OSError as err:
         return err.strerror or type(err).__name__
-
-
-def first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def actor_resources(options: EngineOptions) -> dict:
