@@ -1,6 +1,6 @@
 """ONNX Runtime CUDA configurations for the harness's fused ERNIE 3.0 medium
 classifier, side by side with PyTorch fp16 (eager and torch.compile) on the
-same batches, on one GPU (issue 20's exploration; no engine code).
+same batches, on one GPU (the exploration behind the GPU engine's choices; no engine code).
 
     .venv/bin/python -m scripts.gpu_benchmark              # build the graph here (CPU stack), measure on GPU 0
     .venv/bin/python -m scripts.gpu_benchmark prepare DIR  # CPU only: DIR/model.onnx, skeleton.onnx, reviews.npz
