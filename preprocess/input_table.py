@@ -139,15 +139,18 @@ def _frames(path: str, fmt: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
 
 
 def _jsonl_frames(path: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    # Values stay the Python objects json made: pandas 3 would otherwise store
+    # strings in Arrow, which refuses a lone surrogate ("\ud800" is valid
+    # JSON) that the tokenizer takes like any other character.
     with open(path, encoding="utf-8-sig") as lines:
         records = []
         for _, record in jsonl_records(path, lines):
             records.append(record)
             if len(records) == chunk_rows:
-                yield pd.DataFrame.from_records(records)
+                yield pd.DataFrame(records, dtype=object)
                 records = []
         if records:
-            yield pd.DataFrame.from_records(records)
+            yield pd.DataFrame(records, dtype=object)
 
 
 def _decode_strictly(path: str, fmt: str) -> None:

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from preprocess.input_table import ColumnNames, InputError, read_input_table
+from preprocess.input_table import ColumnNames, InputError, read_input_chunks, read_input_table
 
 
 def write(tmp_path, name: str, content: str | bytes) -> str:
@@ -96,3 +96,13 @@ def test_undecodable_bytes_name_line_and_column(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(InputError, match="cannot read the file"):
         read_input_table(str(tmp_path / "nope.csv"))
+
+
+def test_a_lone_surrogate_in_jsonl_is_read_as_the_text_it_is(tmp_path):
+    # Valid JSON, not valid UTF-8 once encoded: the tokenizer takes it like any
+    # character, so the reader must not refuse it (pandas 3's Arrow strings would).
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"id": "1", "text": "ok"}\n{"id": "2", "text": "bad \\ud800 x"}\n', encoding="utf-8")
+    chunks = list(read_input_chunks(str(path)))
+    assert [c.ids for c in chunks] == [["1", "2"]]
+    assert chunks[0].texts == ["ok", "bad \ud800 x"]

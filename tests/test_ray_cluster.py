@@ -15,7 +15,6 @@ import sys
 import time
 
 import numpy as np
-import pandas as pd
 import pytest
 
 # Ray gives a node the address other hosts reach it by; on Linux that can
@@ -79,10 +78,9 @@ def test_ray_data_tokenises_each_chunk_as_the_local_processes_do(workdir, classi
     from preprocess.tokenize_shards import Framing, ShardedEncoder
 
     # .jsonl, with a text holding a lone surrogate ("\ud800"), which Arrow
-    # refuses, where the reader keeps it: pandas 2 does; pandas 3 (Python
-    # 3.12 here) holds strings in Arrow and its reader fails on the row itself.
+    # refuses and the reader keeps.
     input_path = os.path.join(workdir, "pairs.jsonl")
-    texts = review_texts(229, start=700) + ["坏\ud800了" if int(pd.__version__.split(".")[0]) < 3 else "坏了"]
+    texts = review_texts(229, start=700) + ["坏\ud800了"]
     with open(input_path, "w", encoding="utf-8") as f:
         f.writelines(json.dumps({"id": f"p{i}", "text": text, "pair": pair}) + "\n"
                      for i, (text, pair) in enumerate(zip(texts, texts[::-1])))
