@@ -65,8 +65,8 @@ def local_and_ray(workdir, model_dir, input_path, name, cluster, *options) -> tu
     assert on_ray == local
     assert ray_report["runner"]["kind"] == "ray" and len(ray_report["runner"]["nodes"]) == 2
     assert ray_report["input_chunks"] == local_report["input_chunks"]
-    chunks = ray_report["input_chunks"]  # one Ray Data task each
-    assert ray_report["tokenizer"] == f"ray data, {chunks} task{'s' if chunks != 1 else ''}"
+    chunks = ray_report["input_chunks"]  # one Ray Data task each; one small chunk stays on the driver
+    assert ray_report["tokenizer"] == (f"ray data, {chunks} tasks" if chunks > 1 else "the driver")
     assert local_report["tokenizer"] == "the main process"
     assert ray_report["workers"] == 2 and ray_report["worker_retries"] == []
     return local_report, ray_report
@@ -95,6 +95,11 @@ def test_ray_data_tokenises_each_chunk_as_the_local_processes_do(workdir, classi
     with RayCluster(cluster.address) as machines, machines.encoder(vocab_path, framing, 2, 1) as on_ray:
         got = list(on_ray.encode_chunks(chunks()))
         assert on_ray.describe() == "ray data, 5 tasks"
+        # An input of one chunk too small to pay for a task stays on the driver, as locally.
+        with machines.encoder(vocab_path, framing, 2, 1) as small:
+            one = list(small.encode_chunks(read_input_chunks(input_path, ColumnNames(pair="pair"))))
+            assert small.describe() == "the driver"
+        assert len(one) == 1 and np.array_equal(one[0].token_ids, np.concatenate([w.token_ids for w in expected]))
     assert [len(rows) for rows in got] == [50, 50, 50, 50, 30]
     assert any(rows.truncated.any() for rows in got)
     for want, rows in zip(expected, got, strict=True):

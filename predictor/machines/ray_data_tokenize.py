@@ -28,7 +28,9 @@ table.
 """
 from __future__ import annotations
 
+import itertools
 import logging
+import sys
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -39,7 +41,7 @@ import ray.data
 
 from preprocess.encoded_rows import EncodedRows
 from preprocess.input_table import InputChunk
-from preprocess.tokenize_shards import Framing, encode_shard, wordpiece_for
+from preprocess.tokenize_shards import Framing, encode_shard, shard_count, wordpiece_for
 from preprocess.wordpiece import FastWordPiece, choose_backend
 from worker_processes import WorkerFailed, first_line
 
@@ -86,8 +88,18 @@ class RayDataEncoder:
         self.tasks = 0
 
     def encode_chunks(self, chunks: Iterable[InputChunk]) -> Iterator[EncodedRows]:
+        chunks = iter(chunks)
+        first, second = next(chunks, None), next(chunks, None)
+        if first is not None and second is None and shard_count(len(first), sys.maxsize) == 1:
+            # One chunk too small for another process to pay for its start:
+            # tokenised here, as the local encoder keeps it in its own process
+            # (a Ray Data task costs 2-4 s more on the 5,000-row demo).
+            self.tasks = 0
+            yield encode_shard(wordpiece_for(self.vocab_path, self.framing), self.framing, first.texts, first.pairs)
+            return
         blocks, sizes = [], []
-        for chunk in chunks:  # every chunk read and validated before any task starts
+        # every chunk read and validated before any task starts
+        for chunk in itertools.chain([c for c in (first, second) if c is not None], chunks):
             columns = {"text": chunk.texts} if chunk.pairs is None else {"text": chunk.texts, "pair": chunk.pairs}
             blocks.append(ray.put(pd.DataFrame(columns)))
             sizes.append(len(chunk))
@@ -108,6 +120,8 @@ class RayDataEncoder:
             raise WorkerFailed(f"tokenizing on Ray Data failed: {first_line(err)}") from None
 
     def describe(self) -> str:
+        if not self.tasks:
+            return "the driver"
         return f"ray data, {self.tasks} task{'s' if self.tasks != 1 else ''}"
 
     def __enter__(self) -> "RayDataEncoder":
