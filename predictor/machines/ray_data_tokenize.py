@@ -101,7 +101,7 @@ class RayDataEncoder:
         # every chunk read and validated before any task starts
         for chunk in itertools.chain([c for c in (first, second) if c is not None], chunks):
             columns = {"text": chunk.texts} if chunk.pairs is None else {"text": chunk.texts, "pair": chunk.pairs}
-            blocks.append(ray.put(pd.DataFrame(columns)))
+            blocks.append(ray.put(pd.DataFrame(columns, dtype=object)))  # pandas 3 would make Arrow strings
             sizes.append(len(chunk))
         quiet_ray_data()
         tokenized = ray.data.from_pandas_refs(blocks).map_batches(
