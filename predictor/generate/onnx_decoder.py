@@ -12,9 +12,8 @@ and the CUDA provider optimises the rest at load.
 fp16 (GPU; convert_fp16_decoder, cached under its own key by
 predictor/conversions/fp16.py's cached_fp16): the fp32 GPU programs with
 weights, activations and key/value caches in fp16, masks, the LM head's
-product and logits fp32,
-its probe logits against the eager fp32 layer's reported, not held to a
-tolerance.
+product and logits fp32, its probe logits against the eager fp32 layer's
+reported, not held to a tolerance.
 
 The check: when the programs are exported, the eager thin layer they were
 traced from decodes a small fixed probe (rows of different lengths, so

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import sys
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -41,7 +40,7 @@ import ray.data
 
 from preprocess.encoded_rows import EncodedRows
 from preprocess.input_table import InputChunk
-from preprocess.tokenize_shards import Framing, encode_shard, shard_count, wordpiece_for
+from preprocess.tokenize_shards import Framing, ShardedEncoder, encode_shard, shard_count, wordpiece_for
 from preprocess.wordpiece import FastWordPiece, choose_backend
 from worker_processes import WorkerFailed, first_line
 
@@ -90,12 +89,13 @@ class RayDataEncoder:
     def encode_chunks(self, chunks: Iterable[InputChunk]) -> Iterator[EncodedRows]:
         chunks = iter(chunks)
         first, second = next(chunks, None), next(chunks, None)
-        if first is not None and second is None and shard_count(len(first), sys.maxsize) == 1:
-            # One chunk too small for another process to pay for its start:
-            # tokenised here, as the local encoder keeps it in its own process
-            # (a Ray Data task costs 2-4 s more on the 5,000-row demo).
+        if first is not None and second is None and shard_count(len(first), workers=2) == 1:
+            # One chunk too small for a second process to pay for its start:
+            # tokenised here by the local encoder, in its own process (a Ray
+            # Data task costs 2-4 s more on the 5,000-row demo).
             self.tasks = 0
-            yield encode_shard(wordpiece_for(self.vocab_path, self.framing), self.framing, first.texts, first.pairs)
+            with ShardedEncoder(self.vocab_path, self.framing) as here:
+                yield here.encode(first.texts, first.pairs)
             return
         blocks, sizes = [], []
         # every chunk read and validated before any task starts
