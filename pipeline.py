@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import os
 import signal
 import sys
@@ -104,8 +105,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "that does not fit is run in halves"),
     parser.add_argument("--prune", action=argparse.BooleanOptionalAction, default=None,
                         help="shrink the word-embedding table (and a tied LM head) to the token ids this input "
-                             "uses; default: on for classification (exact), off for generation (a pruned LM "
-                             "head cannot say ids outside the kept set: add them with --keep-ids-from)")
+                             "uses; default: on for classification on CPU (exact), off on GPU (the table's size "
+                             "costs a GPU nothing, and an unpruned model predicts each chunk while the next is "
+                             "tokenised) and for generation (a pruned LM head cannot say ids outside the kept "
+                             "set: add them with --keep-ids-from)")
     parser.add_argument("--max-batch-rows", type=int, default=None,
                         help="rows per batch at most; default: 64 for generation (256 on GPU), no limit for "
                              "classification (256 with --tensorrt)")
@@ -189,15 +192,22 @@ def counted(batches: list, results: Iterator, bar) -> Iterator[tuple]:
         yield batch, result
 
 
+@dataclass
+class TokenizedInput:
+    """What reading the input leaves besides the token ids: every row's id
+    (the one per-row text kept) and, once tokenising ended, what tokenised."""
+    ids: list[str]
+    tokenizer: str = ""
+
+
 def read_and_tokenize(args: argparse.Namespace, task_name: str, vocab_path: str, encoded: EncodedChunks,
-                      timer: StageTimer, machines: Machines) -> tuple[list[str], str]:
+                      timer: StageTimer, machines: Machines, into: TokenizedInput) -> Iterator[tuple[int, EncodedRows]]:
     """Every row of the input file, a chunk at a time: validated, tokenised
-    by the machines' encoder and put in `encoded`; returns the row ids (the
-    one per-row text kept) and what tokenised."""
+    by the machines' encoder, put in `encoded` and handed on as (first row,
+    rows); the row ids go to `into`."""
     framing = Framing(task_name, args.max_seq_len, args.max_title_len)
     chunks = read_ahead(read_input_chunks(args.input, ColumnNames(args.id_column, args.text_column,
                                                                   args.pair_column), args.chunk_rows))
-    ids: list[str] = []
 
     def validated() -> Iterator[InputChunk]:
         while True:
@@ -205,7 +215,7 @@ def read_and_tokenize(args: argparse.Namespace, task_name: str, vocab_path: str,
                 chunk = next(chunks, None)
             if chunk is None:
                 return
-            ids.extend(chunk.ids)
+            into.ids.extend(chunk.ids)
             yield chunk
 
     with machines.encoder(vocab_path, framing, args.tokenizer_workers, args.retries) as encoder:
@@ -214,8 +224,21 @@ def read_and_tokenize(args: argparse.Namespace, task_name: str, vocab_path: str,
             with timer.stage("tokenize"):
                 rows = next(tokenized, None)
                 if rows is None:
-                    return ids, encoder.describe()
+                    into.tokenizer = encoder.describe()
+                    return
+                first_row = len(encoded)
                 encoded.append(rows)
+            yield first_row, rows
+
+
+def waited_for(chunks: Iterator, timer: StageTimer) -> Iterator:
+    """`chunks` as they come, the time spent waiting for each timed as tokenising."""
+    while True:
+        with timer.stage("tokenize"):
+            item = next(chunks, None)
+        if item is None:
+            return
+        yield item
 
 
 def run_once(args: argparse.Namespace, progress: Progress) -> dict:
@@ -240,12 +263,29 @@ def run_spilled(args: argparse.Namespace, progress: Progress, spill_folder: str,
         task = kind(args, checkpoint, options)
         options_per_worker = machines.plan(options, args.workers)
 
-    encoded = EncodedChunks(spill_folder, int(checkpoint.config["vocab_size"]))
-    ids, tokenizer = read_and_tokenize(args, task.name, checkpoint.vocab_path, encoded, timer, machines)
+    vocab_size = int(checkpoint.config["vocab_size"])
+    encoded = EncodedChunks(spill_folder, vocab_size)
+    prune = (task.prune_is_exact and options.device == "cpu") if args.prune is None else args.prune
+    # With a vocabulary that does not hang on the input (not pruned) and no
+    # INT8 guard over the whole input, prediction starts with the first
+    # tokenised chunk while a thread reads and tokenises the rest.
+    streamed = not prune and options.precision != "int8"
+    tokenized = TokenizedInput([])
+    if streamed:
+        alongside = StageTimer()  # that thread's own stages
+        stream = read_ahead(read_and_tokenize(args, task.name, checkpoint.vocab_path, encoded, alongside, machines,
+                                              tokenized))
+        with timer.stage("tokenize"):  # nothing to predict before the first chunk
+            first_chunk = next(stream)[1]
+        # The fp16 check samples the rows there are when it runs: the first chunk's.
+        sample_rows, gather = len(first_chunk), first_chunk.select
+    else:
+        for _ in read_and_tokenize(args, task.name, checkpoint.vocab_path, encoded, timer, machines, tokenized):
+            pass
+        first_chunk = encoded.chunk(0)
+        sample_rows, gather = len(encoded), encoded.gather
 
     with timer.stage("prune"):
-        vocab_size = int(checkpoint.config["vocab_size"])
-        prune = task.prune_is_exact if args.prune is None else args.prune
         if prune:
             vocab = prune_vocab(vocab_size, encoded.used_ids(), special_token_ids(checkpoint.vocab_path),
                                 *task.extra_kept_ids())
@@ -266,7 +306,7 @@ def run_spilled(args: argparse.Namespace, progress: Progress, spill_folder: str,
     def jobs_for_rows(rows: np.ndarray) -> tuple[list, Iterator]:
         """(batches, jobs) over some rows of the input (ascending); batches
         index `rows`, 0 to len(rows) - 1."""
-        sample = model_input(encoded.gather(rows))
+        sample = model_input(gather(rows))
         batches = batches_for(sample)
         return batches, task.jobs(sample, batches, pad_id)
 
@@ -282,13 +322,13 @@ def run_spilled(args: argparse.Namespace, progress: Progress, spill_folder: str,
         if options.engine == "onnxruntime":
             from predictor.conversions.onnx_model import cached_onnx_model
 
-            first_chunk = model_input(encoded.chunk(0))
-            key_parts, convert_into = task.onnx_conversion(model_dir, first_chunk, batches_for(first_chunk), pad_id,
-                                                           vocab, options.cpu_threads)
+            probe = model_input(first_chunk)
+            key_parts, convert_into = task.onnx_conversion(model_dir, probe, batches_for(probe), pad_id, vocab,
+                                                           options.cpu_threads)
             model_dir, engine_steps["onnx"] = cached_onnx_model(args.cache_dir, key, key_parts, convert_into)
             if options.precision == "fp16":
                 model_dir, engine_steps["fp16"] = task.fp16_model(args.cache_dir, engine_steps["onnx"], model_dir,
-                                                                  len(encoded), jobs_for_rows)
+                                                                  sample_rows, jobs_for_rows)
 
     # Rows whose fp32 outputs came with the INT8 model: not predicted again.
     fp32_dir, fp32_rows, fp32_outputs = model_dir, np.zeros(0, np.int64), None
@@ -297,26 +337,33 @@ def run_spilled(args: argparse.Namespace, progress: Progress, spill_folder: str,
             guarded = task.guarded_model(args.cache_dir, engine_steps["onnx"], model_dir, encoded, jobs_for_rows)
             if guarded:
                 model_dir, engine_steps["int8"], fp32_rows, fp32_outputs = guarded
-    to_predict = np.ones(len(ids), dtype=bool)
-    to_predict[fp32_rows] = False
+
+    def rows_to_predict(first_row: int, count: int) -> np.ndarray | None:
+        """A chunk's rows not already in hand from the INT8 guard (None: all)."""
+        if not len(fp32_rows):
+            return None
+        in_hand = fp32_rows[(fp32_rows >= first_row) & (fp32_rows < first_row + count)] - first_row
+        return np.setdiff1d(np.arange(count), in_hand)
 
     with timer.stage("load"):
         settings = task.runner_settings(vocab, token_budget)
         pool = machines.pool([RunnerSpec(task.name, model_dir, o, settings) for o in options_per_worker],
                              args.stall_timeout, args.retries)
 
+    to_predict = itertools.chain([(0, first_chunk)], waited_for(stream, timer)) if streamed else encoded.chunks()
     results, result_rows, batch_count, padded_tokens = [], [], 0, 0
     with timer.stage("predict"), pool:
-        with progress.bar(len(ids), "predict") as bar:
+        with progress.bar(None if streamed else len(encoded), "predict") as bar:
             bar.update(len(fp32_rows))
-            for first_row, chunk in encoded.chunks():
+            for first_row, chunk in to_predict:
                 chunk_input = model_input(chunk)
-                batches = batches_for(chunk_input, np.flatnonzero(to_predict[first_row:first_row + len(chunk)]))
+                batches = batches_for(chunk_input, rows_to_predict(first_row, len(chunk)))
                 for batch, result in counted(batches, pool.map(task.jobs(chunk_input, batches, pad_id)), bar):
                     results.append(result)
                     result_rows.append(batch.rows + first_row)
                 batch_count += len(batches)
                 padded_tokens += sum(batch.padded_tokens for batch in batches)
+    ids = tokenized.ids
 
     with timer.stage("write"):
         pieces = list(zip(result_rows, task.batch_outputs(results)))
@@ -359,7 +406,9 @@ def run_spilled(args: argparse.Namespace, progress: Progress, spill_folder: str,
         "workers": pool.processes,
         "worker_retries": pool.retried,
         "tokenizer_workers": args.tokenizer_workers,
-        "tokenizer": tokenizer,
+        "tokenizer": tokenized.tokenizer,
+        **({"alongside_predict_s": {name: round(alongside.seconds.get(name, 0.0), 4) for name in ("read", "tokenize")}}
+           if streamed else {}),
         **task.report(results, merged),
     })
 

@@ -67,5 +67,15 @@ class EncodedRows:
             types[out_row, :length] = self.token_type_ids[start:start + length]
         return ids, types
 
+    def select(self, rows: np.ndarray) -> "EncodedRows":
+        """The given rows, in the given order."""
+        rows = np.asarray(rows, dtype=np.int64)
+        lengths = self.lengths[rows]
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        # each kept token's place in the flat arrays: its row's start plus its position in the row
+        where = np.repeat(self.offsets[:-1][rows] - offsets[:-1], lengths) + np.arange(offsets[-1])
+        return EncodedRows(self.token_ids[where], self.token_type_ids[where], offsets, self.truncated[rows])
+
     def with_token_ids(self, token_ids: np.ndarray) -> "EncodedRows":
         return EncodedRows(token_ids, self.token_type_ids, self.offsets, self.truncated)

@@ -147,6 +147,28 @@ def test_harness_matches_the_standard_method_in_input_order(workdir, model_dir, 
     assert report["input_chunks"] == (7 if "--chunk-rows" in options else 1)
 
 
+def test_an_unpruned_run_predicts_while_it_tokenises_and_writes_the_same_bytes(workdir, model_dir, texts):
+    _, whole = run_pipeline(workdir, model_dir, texts, "tokenised_first", "--prune", "--chunk-rows", "9")
+    _, streamed = run_pipeline(workdir, model_dir, texts, "streamed", "--no-prune", "--chunk-rows", "9")
+    with open(os.path.join(workdir, "tokenised_first_submission.csv"), "rb") as a, \
+            open(os.path.join(workdir, "streamed_submission.csv"), "rb") as b:
+        assert a.read() == b.read()
+    assert "alongside_predict_s" not in whole and whole["vocab"]["pruned"]
+    # 7 chunks read and tokenised in a thread while the ones before were predicted
+    assert streamed["input_chunks"] == 7 and not streamed["vocab"]["pruned"]
+    assert streamed["alongside_predict_s"]["tokenize"] > 0 and streamed["alongside_predict_s"]["read"] > 0
+    assert streamed["rows"] == len(texts) and streamed["truncated_rows"] == whole["truncated_rows"]
+
+
+def test_bad_row_in_a_later_chunk_of_a_streamed_run_fails_with_nothing_written(workdir, model_dir, texts, capsys):
+    input_path = write_reviews_csv(os.path.join(workdir, "streamed_bad.csv"), texts[:20] + ["   "] + texts[20:30])
+    output = os.path.join(workdir, "streamed_bad_out.csv")
+    assert pipeline.main([input_path, model_dir, output, "--quiet", "--no-prune", "--chunk-rows", "9",
+                          "--cache-dir", os.path.join(workdir, "exports")]) == 2
+    assert "row 21, field 'text': text is empty" in capsys.readouterr().err
+    assert not os.path.exists(output) and not os.path.exists(output + ".timing.json")
+
+
 def test_second_run_reuses_the_export(workdir, model_dir, texts):
     _, first = run_pipeline(workdir, model_dir, texts[:20], "cache_a")
     _, second = run_pipeline(workdir, model_dir, texts[:20], "cache_b")

@@ -39,3 +39,19 @@ def test_reading_runs_at_most_one_item_ahead_and_stops_with_the_consumer():
     # The item handed over, one waiting in the queue, one the thread holds.
     assert len(produced) <= 3
     assert not released.is_set()
+
+
+def test_a_generator_left_mid_way_is_closed_so_what_it_holds_ends():
+    closed = threading.Event()
+
+    def items():
+        try:
+            for i in range(100):
+                yield i
+        finally:  # a with-block's exit, say tokenizer processes closing
+            closed.set()
+
+    reader = read_ahead(items())
+    assert next(reader) == 0
+    reader.close()
+    assert closed.wait(timeout=5)
