@@ -138,6 +138,10 @@ def format_table(report: dict) -> str:
                  f"{report['rows_per_s']} rows/s, {report['tokens_per_s']} tokens/s")
     if report.get("truncated_rows"):
         lines.append(f"{report['truncated_rows']} rows truncated to {report['max_seq_len']} tokens")
+    alongside = report.get("alongside_predict_s")
+    if alongside:
+        lines.append(f"read {alongside['read']:.2f} s and tokenised {alongside['tokenize']:.2f} s in a thread alongside "
+                     "prediction; the rows above are the main thread's (tokenize: waiting for a chunk)")
     vocab = report.get("vocab")
     if vocab and vocab.get("pruned"):
         lines.append(f"vocabulary pruned: {vocab['kept']} of {vocab['full']} ids kept, "
