@@ -25,19 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from scripts.gpu_torch_ernie import Layer
+
 LAYER_NORM_EPSILON = 1e-5  # paddle.nn.LayerNorm's default, used by every UNIMO norm
 GENERATED_TOKEN_TYPE = 1   # generate() repeats the start token's type
-
-
-class Layer(nn.Module):
-    def __init__(self, hidden: int, ffn: int):
-        super().__init__()
-        self.qkv = nn.Linear(hidden, 3 * hidden)
-        self.out = nn.Linear(hidden, hidden)
-        self.norm1 = nn.LayerNorm(hidden, eps=LAYER_NORM_EPSILON)
-        self.ffn1 = nn.Linear(hidden, ffn)
-        self.ffn2 = nn.Linear(ffn, hidden)
-        self.norm2 = nn.LayerNorm(hidden, eps=LAYER_NORM_EPSILON)
 
 
 class UnimoLM(nn.Module):
@@ -52,7 +43,7 @@ class UnimoLM(nn.Module):
         self.position = nn.Embedding(int(config["max_position_embeddings"]), hidden)
         self.token_type = nn.Embedding(int(config["type_vocab_size"]), hidden)
         self.embed_norm = nn.LayerNorm(hidden, eps=LAYER_NORM_EPSILON)
-        self.layers = nn.ModuleList(Layer(hidden, int(config["intermediate_size"]))
+        self.layers = nn.ModuleList(Layer(hidden, int(config["intermediate_size"]), LAYER_NORM_EPSILON)
                                     for _ in range(int(config["num_hidden_layers"])))
         self.transform = nn.Linear(hidden, hidden)
         self.head_norm = nn.LayerNorm(hidden, eps=LAYER_NORM_EPSILON)
