@@ -13,7 +13,7 @@ preprocess/ code: token ids, token types, offsets, row ids), DIR/weights.npz
 checkpoint's config plus the decoder's special ids) and DIR/tokenizer/ (the
 files submit/detokenize.py reads). Defaults: data/demo/sources_2000.csv and
 data/demo/unimo-text-demo, made by scripts/demo_setup.generate_demo when
-missing. The demo model's weights are 430 MB: on a GPU machine whose
+missing. The demo model's weights.npz is 400 MB: on a GPU machine whose
 repository venv holds Paddle's CPU build, run `prepare` there rather than
 carrying them over.
 
@@ -194,11 +194,15 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def compiled_step(mode: str):
+def compiled_step(model, mode: str):
+    """decode_one_token under torch.compile; the cache is marked static, so
+    that CUDA graphs write it in place instead of copying it every step."""
     import torch
 
     from scripts.gpu_torch_unimo import decode_one_token
 
+    for buffer in (model.cache_k, model.cache_v, model.key_mask):
+        torch._dynamo.mark_static_address(buffer)
     return torch.compile(decode_one_token, mode=mode, fullgraph=True)
 
 
@@ -258,7 +262,7 @@ def run(args: argparse.Namespace) -> dict:
         model.setup_cache(max(len(b.rows) for b in batches), width)
         overrides = Overrides(special, int(config["vocab_size"]), torch.device(device))
         try:
-            step_fn = compiled_step(compile_mode) if compile_mode else decode_one_token
+            step_fn = compiled_step(model, compile_mode) if compile_mode else decode_one_token
             seconds, outputs = [], None
             for _ in range(1 + args.warm_passes):
                 elapsed, outputs = one_pass(model, prompts, batches, step_fn, overrides, args, device, special.eos)

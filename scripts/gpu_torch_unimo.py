@@ -48,7 +48,8 @@ class UnimoLM(nn.Module):
         self.transform = nn.Linear(hidden, hidden)
         self.head_norm = nn.LayerNorm(hidden, eps=LAYER_NORM_EPSILON)
         self.decoder_bias = nn.Parameter(torch.zeros(vocab))
-        self.cache_k = self.cache_v = self.key_mask = None
+        for name in ("cache_k", "cache_v", "key_mask"):  # buffers: torch.compile's CUDA graphs keep their addresses
+            self.register_buffer(name, None, persistent=False)
 
     @classmethod
     def from_paddle_weights(cls, config: dict, weights: dict[str, np.ndarray]) -> "UnimoLM":
