@@ -20,14 +20,17 @@ LAYER_NORM_EPSILON = 1e-12
 
 
 class Layer(nn.Module):
-    def __init__(self, hidden: int, ffn: int):
+    """A post-LayerNorm encoder layer's parameters, q/k/v as one Linear
+    (scripts/gpu_torch_unimo.py's UNIMO layers too, with Paddle's epsilon)."""
+
+    def __init__(self, hidden: int, ffn: int, eps: float = LAYER_NORM_EPSILON):
         super().__init__()
         self.qkv = nn.Linear(hidden, 3 * hidden)
         self.out = nn.Linear(hidden, hidden)
-        self.norm1 = nn.LayerNorm(hidden, eps=LAYER_NORM_EPSILON)
+        self.norm1 = nn.LayerNorm(hidden, eps=eps)
         self.ffn1 = nn.Linear(hidden, ffn)
         self.ffn2 = nn.Linear(ffn, hidden)
-        self.norm2 = nn.LayerNorm(hidden, eps=LAYER_NORM_EPSILON)
+        self.norm2 = nn.LayerNorm(hidden, eps=eps)
 
 
 class ErnieClassifier(nn.Module):
