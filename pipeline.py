@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import itertools
 import os
 import signal
 import sys
 import tempfile
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -51,6 +52,11 @@ DEFAULT_RETRIES = 1
 # at 4096 tokens, 35.2-35.7 at 2048, 33.3-34.8 at 1024, 34.7-34.8 at 512.
 # GPU: ONNX Runtime CUDA fp16 on an H200 (docs/benchmarks.md). Paddle
 # Inference keeps the budget it was tuned at.
+# A GPU run predicts while it tokenises; until its first rows are tokenised
+# the GPU waits, so they come as a piece of this many rows (four tokenizer
+# processes' worth) before the rest of the first chunk.
+FIRST_GPU_PIECE_ROWS = 25_000
+
 DEFAULT_TOKEN_BUDGET = {("onnxruntime", "cpu"): 1024, ("onnxruntime", "gpu"): 32768,
                         ("paddle", "cpu"): 4096, ("paddle", "gpu"): 4096}
 
@@ -201,10 +207,12 @@ class TokenizedInput:
 
 
 def read_and_tokenize(args: argparse.Namespace, task_name: str, vocab_path: str, encoded: EncodedChunks,
-                      timer: StageTimer, machines: Machines, into: TokenizedInput) -> Iterator[tuple[int, EncodedRows]]:
+                      timer: StageTimer, machines: Machines, into: TokenizedInput,
+                      first_piece_rows: int = 0) -> Iterator[tuple[int, EncodedRows]]:
     """Every row of the input file, a chunk at a time: validated, tokenised
     by the machines' encoder, put in `encoded` and handed on as (first row,
-    rows); the row ids go to `into`."""
+    rows); the row ids go to `into`. With `first_piece_rows`, the first
+    chunk is handed on in two, that many rows first."""
     framing = Framing(task_name, args.max_seq_len, args.max_title_len)
     chunks = read_ahead(read_input_chunks(args.input, ColumnNames(args.id_column, args.text_column,
                                                                   args.pair_column), args.chunk_rows))
@@ -216,7 +224,10 @@ def read_and_tokenize(args: argparse.Namespace, task_name: str, vocab_path: str,
             if chunk is None:
                 return
             into.ids.extend(chunk.ids)
-            yield chunk
+            if chunk.first_row == 0 and 0 < first_piece_rows < len(chunk):
+                yield from chunk.split(first_piece_rows)
+            else:
+                yield chunk
 
     with machines.encoder(vocab_path, framing, args.tokenizer_workers, args.retries) as encoder:
         tokenized = encoder.encode_chunks(validated())
@@ -273,17 +284,26 @@ def run_spilled(args: argparse.Namespace, progress: Progress, spill_folder: str,
     tokenized = TokenizedInput([])
     if streamed:
         alongside = StageTimer()  # that thread's own stages
+        # A GPU idles until the first chunk is tokenised: it gets a small one.
         stream = read_ahead(read_and_tokenize(args, task.name, checkpoint.vocab_path, encoded, alongside, machines,
-                                              tokenized))
-        with timer.stage("tokenize"):  # nothing to predict before the first chunk
-            first_chunk = next(stream)[1]
-        # The fp16 check samples the rows there are when it runs: the first chunk's.
-        sample_rows, gather = len(first_chunk), first_chunk.select
+                                              tokenized, FIRST_GPU_PIECE_ROWS if options.device == "gpu" else 0))
+
+        @functools.cache
+        def first_chunk() -> EncodedRows:
+            # Waited for only when needed: a warm run loads its predictors meanwhile.
+            with timer.stage("tokenize"):
+                return next(stream)[1]
+
+        def sample_source() -> tuple[int, Callable]:
+            # The rows there are when a check samples them: the first chunk's.
+            return len(first_chunk()), first_chunk().select
     else:
         for _ in read_and_tokenize(args, task.name, checkpoint.vocab_path, encoded, timer, machines, tokenized):
             pass
-        first_chunk = encoded.chunk(0)
-        sample_rows, gather = len(encoded), encoded.gather
+        first_chunk = functools.cache(lambda: encoded.chunk(0))
+
+        def sample_source() -> tuple[int, Callable]:
+            return len(encoded), encoded.gather
 
     with timer.stage("prune"):
         if prune:
@@ -306,9 +326,20 @@ def run_spilled(args: argparse.Namespace, progress: Progress, spill_folder: str,
     def jobs_for_rows(rows: np.ndarray) -> tuple[list, Iterator]:
         """(batches, jobs) over some rows of the input (ascending); batches
         index `rows`, 0 to len(rows) - 1."""
-        sample = model_input(gather(rows))
+        sample = model_input(encoded.gather(rows))
         batches = batches_for(sample)
         return batches, task.jobs(sample, batches, pad_id)
+
+    def sample_jobs(count: int) -> list:
+        """Jobs over `count` rows of the input drawn at random (seeded), or all of them."""
+        rows, gather = sample_source()
+        sample = model_input(gather(np.sort(np.random.default_rng(0).permutation(rows)[:count])))
+        return list(task.jobs(sample, batches_for(sample), pad_id))
+
+    def probe_input() -> tuple[EncodedRows, list]:
+        """The first chunk as model input, and its batches."""
+        probe = model_input(first_chunk())
+        return probe, batches_for(probe)
 
     with timer.stage("export"):
         from predictor.conversions.export_cache import cached_export, export_key
@@ -322,13 +353,11 @@ def run_spilled(args: argparse.Namespace, progress: Progress, spill_folder: str,
         if options.engine == "onnxruntime":
             from predictor.conversions.onnx_model import cached_onnx_model
 
-            probe = model_input(first_chunk)
-            key_parts, convert_into = task.onnx_conversion(model_dir, probe, batches_for(probe), pad_id, vocab,
-                                                           options.cpu_threads)
+            key_parts, convert_into = task.onnx_conversion(model_dir, probe_input, pad_id, vocab, options.cpu_threads)
             model_dir, engine_steps["onnx"] = cached_onnx_model(args.cache_dir, key, key_parts, convert_into)
             if options.precision == "fp16":
                 model_dir, engine_steps["fp16"] = task.fp16_model(args.cache_dir, engine_steps["onnx"], model_dir,
-                                                                  sample_rows, jobs_for_rows)
+                                                                  sample_jobs)
 
     # Rows whose fp32 outputs came with the INT8 model: not predicted again.
     fp32_dir, fp32_rows, fp32_outputs = model_dir, np.zeros(0, np.int64), None
@@ -350,7 +379,7 @@ def run_spilled(args: argparse.Namespace, progress: Progress, spill_folder: str,
         pool = machines.pool([RunnerSpec(task.name, model_dir, o, settings) for o in options_per_worker],
                              args.stall_timeout, args.retries)
 
-    to_predict = itertools.chain([(0, first_chunk)], waited_for(stream, timer)) if streamed else encoded.chunks()
+    to_predict = itertools.chain([(0, first_chunk())], waited_for(stream, timer)) if streamed else encoded.chunks()
     results, result_rows, batch_count, padded_tokens = [], [], 0, 0
     with timer.stage("predict"), pool:
         with progress.bar(None if streamed else len(encoded), "predict") as bar:

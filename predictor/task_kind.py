@@ -59,13 +59,16 @@ class TaskKind:
     def export(self, vocab, folder: str) -> None:
         raise NotImplementedError
 
-    def onnx_conversion(self, paddle_dir: str, model_input, batches, pad_id: int, vocab, threads: int):
-        """(cache-key parts, convert_into(folder)) for the ONNX Runtime engine."""
+    def onnx_conversion(self, paddle_dir: str, probe_input, pad_id: int, vocab, threads: int):
+        """(cache-key parts, convert_into(folder)) for the ONNX Runtime engine;
+        probe_input() gives rows of this input as model input, and their
+        batches, when a conversion wants to check itself on them."""
         raise NotImplementedError
 
-    def fp16_model(self, cache_dir: str, onnx_step: dict, model_dir: str, rows: int, jobs_for_rows):
+    def fp16_model(self, cache_dir: str, onnx_step: dict, model_dir: str, sample_jobs):
         """--precision fp16 on ONNX Runtime: (model folder, report of its check
-        against the fp32 model)."""
+        against the fp32 model); sample_jobs(n): jobs over n rows of this
+        input, drawn at random."""
         raise ValueError(f"--precision fp16 on ONNX Runtime is not available for {self.name}")
 
     def guarded_model(self, cache_dir: str, onnx_step: dict, model_dir: str, encoded, jobs_for_rows):

@@ -73,6 +73,13 @@ class InputChunk:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def split(self, rows: int) -> list["InputChunk"]:
+        """This chunk as two: its first `rows` rows, then the rest."""
+        pairs = self.pairs
+        return [InputChunk(self.first_row, self.ids[:rows], self.texts[:rows], None if pairs is None else pairs[:rows]),
+                InputChunk(self.first_row + rows, self.ids[rows:], self.texts[rows:],
+                           None if pairs is None else pairs[rows:])]
+
 
 def read_input_table(path: str, columns: ColumnNames = ColumnNames()) -> InputTable:
     """The whole file at once (for scripts and small inputs)."""

@@ -76,7 +76,8 @@ class ShardedEncoder:
             return encode_shard(self._local, self.framing, *jobs[0])
         self.processes = max(self.processes, len(jobs))
         if self._pool is None:
-            self._pool = SpawnedPool(len(jobs), initializer=_start_worker, initargs=(self.vocab_path, self.framing))
+            # Processes start as calls need them (a small first call starts few), up to `workers`.
+            self._pool = SpawnedPool(self.workers, initializer=_start_worker, initargs=(self.vocab_path, self.framing))
         return EncodedRows.concat(self._pool.map(_encode_in_worker, [(self.framing, *job) for job in jobs],
                                                  "tokenizer"))
 

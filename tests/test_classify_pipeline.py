@@ -160,6 +160,23 @@ def test_an_unpruned_run_predicts_while_it_tokenises_and_writes_the_same_bytes(w
     assert streamed["rows"] == len(texts) and streamed["truncated_rows"] == whole["truncated_rows"]
 
 
+def test_the_first_chunk_can_come_as_a_small_piece_then_the_rest(workdir, model_dir, texts, tmp_path):
+    from predictor.checkpoint import read_checkpoint
+    from predictor.machines.choice import choose_machines
+    from preprocess.encoded_chunks import EncodedChunks
+    from submit.timing_report import StageTimer
+
+    input_path = write_reviews_csv(os.path.join(workdir, "pieces.csv"), texts[:25])
+    args = pipeline.parse_args([input_path, model_dir, os.path.join(workdir, "pieces_out.csv"), "--chunk-rows", "10"])
+    encoded, into = EncodedChunks(str(tmp_path), 6000), pipeline.TokenizedInput([])
+    with choose_machines(None) as machines:
+        pieces = [(first, len(rows)) for first, rows in pipeline.read_and_tokenize(
+            args, "classify", read_checkpoint(model_dir).vocab_path, encoded, StageTimer(), machines, into,
+            first_piece_rows=4)]
+    assert pieces == [(0, 4), (4, 6), (10, 10), (20, 5)]  # only the first chunk is split
+    assert into.ids == [f"t{i}" for i in range(25)] and len(encoded) == 25
+
+
 def test_bad_row_in_a_later_chunk_of_a_streamed_run_fails_with_nothing_written(workdir, model_dir, texts, capsys):
     input_path = write_reviews_csv(os.path.join(workdir, "streamed_bad.csv"), texts[:20] + ["   "] + texts[20:30])
     output = os.path.join(workdir, "streamed_bad_out.csv")

@@ -55,7 +55,7 @@ class ClassifyTask(TaskKind):
             return
         export_converted(export_into, folder, INPUT_NAMES, self.tensorrt_shapes, self.options.precision)
 
-    def onnx_conversion(self, paddle_dir: str, model_input, batches, pad_id: int, vocab, threads: int):
+    def onnx_conversion(self, paddle_dir: str, probe_input, pad_id: int, vocab, threads: int):
         """(cache-key parts, convert_into(folder)): the program converted and
         probed on a few rows of the longest and of the shortest batch of this
         input, of different lengths each (so the probe has padding)."""
@@ -72,16 +72,19 @@ class ClassifyTask(TaskKind):
             picks = np.unique(np.linspace(0, len(batch.rows) - 1, PROBE_ROWS).astype(int))
             return Batch(rows=batch.rows[picks], width=batch.width)
 
-        probe = list(self.jobs(model_input, [spread(batches[0]), spread(batches[-1])], pad_id))
-        return {"shape": vars(shape)}, lambda folder: convert(paddle_dir, folder, shape, probe, threads)
+        def convert_into(folder: str) -> dict:
+            model_input, batches = probe_input()
+            probe = list(self.jobs(model_input, [spread(batches[0]), spread(batches[-1])], pad_id))
+            return convert(paddle_dir, folder, shape, probe, threads)
 
-    def fp16_model(self, cache_dir: str, onnx_step: dict, model_dir: str, rows: int, jobs_for_rows):
+        return {"shape": vars(shape)}, convert_into
+
+    def fp16_model(self, cache_dir: str, onnx_step: dict, model_dir: str, sample_jobs):
         from predictor.conversions.fp16 import SAMPLE_ROWS, cached_fp16_model
         from predictor.engines.onnx_runtime import GpuPlacement
 
         def sample() -> list[dict]:
-            picked = np.sort(np.random.default_rng(0).permutation(rows)[:SAMPLE_ROWS])
-            return [job for job in jobs_for_rows(picked)[1] if job["unpadded"]]
+            return [job for job in sample_jobs(SAMPLE_ROWS) if job["unpadded"]]
 
         # The check runs in this process, outside any --gpu-memory-limit-mb (a
         # predictor worker's cap, which its batches are split to fit).

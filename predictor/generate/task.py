@@ -115,7 +115,7 @@ class GenerateTask(TaskKind):
 
         export_generator(self.checkpoint, vocab, folder)
 
-    def onnx_conversion(self, paddle_dir: str, model_input, batches, pad_id: int, vocab, threads: int):
+    def onnx_conversion(self, paddle_dir: str, probe_input, pad_id: int, vocab, threads: int):
         """(cache-key parts, convert_into(folder)): both decoding programs
         converted, checked and, for the CPU, profiled on the shortest batch of
         this input (a full batch of rows at the least prompt cost). For the
@@ -131,11 +131,14 @@ class GenerateTask(TaskKind):
             return ({"precision": "fp32", "device": "gpu", "fused_for": vars(shape)},
                     lambda folder: convert_generator(paddle_dir, folder, None, vocab.size, threads, "fp32", shape))
         precision = self.options.precision
-        probe = next(iter(self.jobs(model_input, batches[-1:], pad_id)))
-        return ({"precision": precision, "cpu": cpu_identity()},
-                lambda folder: convert_generator(paddle_dir, folder, probe, vocab.size, threads, precision))
+        def convert_into(folder: str) -> dict:
+            model_input, batches = probe_input()
+            probe = next(iter(self.jobs(model_input, batches[-1:], pad_id)))
+            return convert_generator(paddle_dir, folder, probe, vocab.size, threads, precision)
 
-    def fp16_model(self, cache_dir: str, onnx_step: dict, model_dir: str, rows: int, jobs_for_rows):
+        return {"precision": precision, "cpu": cpu_identity()}, convert_into
+
+    def fp16_model(self, cache_dir: str, onnx_step: dict, model_dir: str, sample_jobs):
         """The decoding programs in fp16 (caches fp16, masks and logits fp32),
         with the probe's agreement with the eager fp32 layer, measured on
         this run's GPU."""
