@@ -20,4 +20,6 @@ export GLOG_minloglevel="${GLOG_minloglevel:-2}" PYTHONWARNINGS="${PYTHONWARNING
 if [ $# -eq 0 ] || [ "$1" = "demo" ] || [ "$1" = "generate-demo" ]; then
   exec "$python" -m scripts.run_demo "${1:-demo}" "${@:2}"
 fi
-exec "$python" -m pipeline "$@"
+# Not `-m pipeline`: spawned worker processes import the main module again,
+# and pipeline's imports (pandas) cost each one seconds it does not need.
+exec "$python" -c 'import pipeline; pipeline.exit_with(pipeline.main())' "$@"
