@@ -18,7 +18,7 @@ export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
 # Paddle's C++ info logging and Python deprecation chatter hide the report.
 export GLOG_minloglevel="${GLOG_minloglevel:-2}" PYTHONWARNINGS="${PYTHONWARNINGS:-ignore}"
 if [ $# -eq 0 ] || [ "$1" = "demo" ] || [ "$1" = "generate-demo" ]; then
-  exec "$python" -m scripts.run_demo "${1:-demo}" "${@:2}"
+  exec "$python" -c 'import sys, pipeline; from scripts import run_demo; pipeline.exit_with(run_demo.main(sys.argv[1:]))' "${1:-demo}" "${@:2}"
 fi
 # Not `-m pipeline`: spawned worker processes import the main module again,
 # and pipeline's imports (pandas) cost each one seconds it does not need.
