@@ -52,13 +52,13 @@ DEFAULT_RETRIES = 1
 # at 4096 tokens, 35.2-35.7 at 2048, 33.3-34.8 at 1024, 34.7-34.8 at 512.
 # GPU: ONNX Runtime CUDA fp16 on an H200 (docs/benchmarks.md). Paddle
 # Inference keeps the budget it was tuned at.
+DEFAULT_TOKEN_BUDGET = {("onnxruntime", "cpu"): 1024, ("onnxruntime", "gpu"): 32768,
+                        ("paddle", "cpu"): 4096, ("paddle", "gpu"): 4096}
+
 # A GPU run predicts while it tokenises; until its first rows are tokenised
 # the GPU waits, so they come as a piece of this many rows (four tokenizer
 # processes' worth) before the rest of the first chunk.
 FIRST_GPU_PIECE_ROWS = 25_000
-
-DEFAULT_TOKEN_BUDGET = {("onnxruntime", "cpu"): 1024, ("onnxruntime", "gpu"): 32768,
-                        ("paddle", "cpu"): 4096, ("paddle", "gpu"): 4096}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
