@@ -323,18 +323,20 @@ def run_spilled(args: argparse.Namespace, progress: Progress, spill_folder: str,
     def batches_for(rows: EncodedRows, only: np.ndarray | None = None) -> list:
         return batching(rows.lengths, task.job_token_budget(token_budget), task.max_batch_rows, only)
 
-    def jobs_for_rows(rows: np.ndarray) -> tuple[list, Iterator]:
-        """(batches, jobs) over some rows of the input (ascending); batches
-        index `rows`, 0 to len(rows) - 1."""
-        sample = model_input(encoded.gather(rows))
+    def jobs_over(rows: EncodedRows) -> tuple[list, Iterator]:
+        """(batches, jobs) over some tokenised rows; batches index them, 0 to len(rows) - 1."""
+        sample = model_input(rows)
         batches = batches_for(sample)
         return batches, task.jobs(sample, batches, pad_id)
+
+    def jobs_for_rows(rows: np.ndarray) -> tuple[list, Iterator]:
+        """(batches, jobs) over some rows of the input (ascending)."""
+        return jobs_over(encoded.gather(rows))
 
     def sample_jobs(count: int) -> list:
         """Jobs over `count` rows of the input drawn at random (seeded), or all of them."""
         rows, gather = sample_source()
-        sample = model_input(gather(np.sort(np.random.default_rng(0).permutation(rows)[:count])))
-        return list(task.jobs(sample, batches_for(sample), pad_id))
+        return list(jobs_over(gather(np.sort(np.random.default_rng(0).permutation(rows)[:count])))[1])
 
     def probe_input() -> tuple[EncodedRows, list]:
         """The first chunk as model input, and its batches."""

@@ -91,15 +91,10 @@ class EncodedChunks:
         if rows.size and (np.any(np.diff(rows) <= 0) or rows[0] < 0 or rows[-1] >= len(self)):
             raise ValueError("rows must be distinct, ascending and inside the input")
         which = np.searchsorted(self._starts, rows, side="right") - 1
-        ids, types, truncated = [], [], []
-        for index in np.unique(which).tolist():
-            chunk = self.chunk(index)
-            for row in (rows[which == index] - self._starts[index]).tolist():
-                start, end = chunk.offsets[row], chunk.offsets[row + 1]
-                ids.append(chunk.token_ids[start:end])
-                types.append(chunk.token_type_ids[start:end])
-                truncated.append(bool(chunk.truncated[row]))
-        return EncodedRows.from_rows(ids, types, truncated)
+        if not rows.size:
+            return EncodedRows.from_rows([], [], [])
+        return EncodedRows.concat([self.chunk(index).select(rows[which == index] - self._starts[index])
+                                   for index in np.unique(which).tolist()])
 
     def _save(self, index: int, chunk: EncodedRows) -> None:
         try:
