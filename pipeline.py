@@ -320,18 +320,18 @@ def run_spilled(args: argparse.Namespace, progress: Progress, spill_folder: str,
 
     batching = exact_length_batches if options.unpadded_batches and task.one_length_batches else length_sorted_batches
 
-    def batches_for(rows: EncodedRows, only: np.ndarray | None = None) -> list:
-        return batching(rows.lengths, task.job_token_budget(token_budget), task.max_batch_rows, only)
+    def batches_for(rows: EncodedRows, only: np.ndarray | None = None, batched_by: Callable | None = None) -> list:
+        return (batched_by or batching)(rows.lengths, task.job_token_budget(token_budget), task.max_batch_rows, only)
 
-    def jobs_over(rows: EncodedRows) -> tuple[list, Iterator]:
+    def jobs_over(rows: EncodedRows, batched_by: Callable | None = None) -> tuple[list, Iterator]:
         """(batches, jobs) over some tokenised rows; batches index them, 0 to len(rows) - 1."""
         sample = model_input(rows)
-        batches = batches_for(sample)
+        batches = batches_for(sample, batched_by=batched_by)
         return batches, task.jobs(sample, batches, pad_id)
 
-    def jobs_for_rows(rows: np.ndarray) -> tuple[list, Iterator]:
+    def jobs_for_rows(rows: np.ndarray, batched_by: Callable | None = None) -> tuple[list, Iterator]:
         """(batches, jobs) over some rows of the input (ascending)."""
-        return jobs_over(encoded.gather(rows))
+        return jobs_over(encoded.gather(rows), batched_by)
 
     def sample_jobs(count: int) -> list:
         """Jobs over `count` rows of the input drawn at random (seeded), or all of them."""
@@ -376,43 +376,60 @@ def run_spilled(args: argparse.Namespace, progress: Progress, spill_folder: str,
         in_hand = fp32_rows[(fp32_rows >= first_row) & (fp32_rows < first_row + count)] - first_row
         return np.setdiff1d(np.arange(count), in_hand)
 
+    # The predictors stay up until the rows near a tie are re-run (fp16).
+    open_until_written = contextlib.ExitStack()
     with timer.stage("load"):
         settings = task.runner_settings(vocab, token_budget)
-        pool = machines.pool([RunnerSpec(task.name, model_dir, o, settings) for o in options_per_worker],
-                             args.stall_timeout, args.retries)
+        pool = open_until_written.enter_context(
+            machines.pool([RunnerSpec(task.name, model_dir, o, settings) for o in options_per_worker],
+                          args.stall_timeout, args.retries))
 
     to_predict = itertools.chain([(0, first_chunk())], waited_for(stream, timer)) if streamed else encoded.chunks()
-    results, result_rows, batch_count, padded_tokens = [], [], 0, 0
-    with timer.stage("predict"), pool:
-        with progress.bar(None if streamed else len(encoded), "predict") as bar:
-            bar.update(len(fp32_rows))
-            for first_row, chunk in to_predict:
-                chunk_input = model_input(chunk)
-                batches = batches_for(chunk_input, rows_to_predict(first_row, len(chunk)))
-                for batch, result in counted(batches, pool.map(task.jobs(chunk_input, batches, pad_id)), bar):
-                    results.append(result)
-                    result_rows.append(batch.rows + first_row)
-                batch_count += len(batches)
-                padded_tokens += sum(batch.padded_tokens for batch in batches)
-    ids = tokenized.ids
+    results, result_rows, rerun_results, batch_count, padded_tokens = [], [], [], 0, 0
+    with open_until_written:
+        with timer.stage("predict"):
+            with progress.bar(None if streamed else len(encoded), "predict") as bar:
+                bar.update(len(fp32_rows))
+                for first_row, chunk in to_predict:
+                    chunk_input = model_input(chunk)
+                    batches = batches_for(chunk_input, rows_to_predict(first_row, len(chunk)))
+                    for batch, result in counted(batches, pool.map(task.jobs(chunk_input, batches, pad_id)), bar):
+                        results.append(result)
+                        result_rows.append(batch.rows + first_row)
+                    batch_count += len(batches)
+                    padded_tokens += sum(batch.padded_tokens for batch in batches)
+        ids = tokenized.ids
 
-    with timer.stage("write"):
-        pieces = list(zip(result_rows, task.batch_outputs(results)))
-        merged = task.merge(len(ids), pieces + [(fp32_rows, fp32_outputs)] if len(fp32_rows) else pieces)
+        with timer.stage("write"):
+            pieces = list(zip(result_rows, task.batch_outputs(results)))
+            merged = task.merge(len(ids), pieces + [(fp32_rows, fp32_outputs)] if len(fp32_rows) else pieces)
 
-    with timer.stage("rerun"):
-        if "int8" in engine_steps:
-            def run_fp32(rows: np.ndarray):
-                rerun_batches, jobs = jobs_for_rows(rows)
-                with machines.pool([RunnerSpec(task.name, fp32_dir, o, settings) for o in options_per_worker],
-                                   args.stall_timeout, args.retries) as fp32:
-                    with progress.bar(len(rows), "fp32 re-run") as bar:
-                        results_fp32 = [result for _, result in counted(rerun_batches, fp32.map(jobs), bar)]
-                return task.merge(len(rows), zip((b.rows for b in rerun_batches), task.batch_outputs(results_fp32)))
+        def fp32_predictors():
+            """fp16: the predictors hold the fp32 model too. INT8: fp32 ones take their place."""
+            if options.precision == "fp16":
+                return contextlib.nullcontext(pool)
+            open_until_written.close()
+            return machines.pool([RunnerSpec(task.name, fp32_dir, o, settings) for o in options_per_worker],
+                                 args.stall_timeout, args.retries)
 
-            merged, rerun = task.rerun_in_fp32(merged, engine_steps["int8"], run_fp32, fp32_rows)
-            if rerun:
-                engine_steps["rerun"] = rerun
+        def run_fp32(rows: np.ndarray):
+            # The fp32 model's attention takes a mask: rows of every length in
+            # a few full batches, not a small batch per length.
+            rerun_batches, jobs = jobs_for_rows(rows, length_sorted_batches)
+            with fp32_predictors() as fp32, progress.bar(len(rows), "fp32 re-run") as bar:
+                for _, result in counted(rerun_batches, fp32.map({**job, "fp32": True} for job in jobs), bar):
+                    rerun_results.append(result)
+            return task.merge(len(rows), zip((b.rows for b in rerun_batches), task.batch_outputs(rerun_results)))
+
+        # Rows whose low-precision (INT8, fp16) answer is near a tie, all
+        # together once every row is predicted: re-run as each batch came back
+        # (2% of its rows), they cost the GPU a small fp32 call per batch.
+        with timer.stage("rerun"):
+            low_precision = engine_steps.get("int8") or engine_steps.get("fp16")
+            if low_precision:
+                merged, rerun = task.rerun_in_fp32(merged, low_precision, run_fp32, fp32_rows)
+                if rerun:
+                    engine_steps["rerun"] = rerun
 
     with timer.stage("write"):
         write_table(task.submission(ids, merged, vocab), args.output)
@@ -440,7 +457,7 @@ def run_spilled(args: argparse.Namespace, progress: Progress, spill_folder: str,
         "tokenizer": tokenized.tokenizer,
         **({"alongside_predict_s": {name: round(alongside.seconds.get(name, 0.0), 4) for name in ("read", "tokenize")}}
            if streamed else {}),
-        **task.report(results, merged),
+        **task.report(results + rerun_results, merged),
     })
 
 

@@ -77,8 +77,9 @@ class TaskKind:
         INT8 needs no step of its own."""
         return None
 
-    def rerun_in_fp32(self, merged, int8_report: dict, run_fp32, fp32_rows: np.ndarray):
-        """(outputs, report of the rows run again in fp32, or None)."""
+    def rerun_in_fp32(self, merged, low_precision_report: dict, run_fp32, fp32_rows: np.ndarray):
+        """(outputs, report of the rows run again in fp32, or None), after an
+        INT8 or fp16 predict pass whose check is `low_precision_report`."""
         return merged, None
 
     def runner_settings(self, vocab, token_budget: int):

@@ -191,9 +191,8 @@ def format_table(report: dict) -> str:
     elif fp16:
         lines.append(f"fp16: label agreement with the fp32 model {fp16['label_agreement']:.4f}, largest probability "
                      f"difference {fp16['max_prob_diff']:.1e}, on {fp16['sample_rows']} rows of this input "
-                     f"(both on the GPU{', cached' if fp16['cached'] else ''}); rows with a margin at or under "
-                     f"{fp16['rerun_threshold']:.3f} re-run in fp32 ({report.get('low_precision_rerun_rows', 0)} "
-                     f"rows), expected agreement {fp16['expected_agreement']:.4f}")
+                     f"(both on the GPU{', cached' if fp16['cached'] else ''}); fp16 noise in the margin "
+                     f"{fp16['margin_rule']['error_scale']:.3f}")
     int8 = report.get("int8")
     if int8:
         if int8["int8"]:
@@ -210,7 +209,8 @@ def format_table(report: dict) -> str:
     rerun = report.get("rerun")
     if rerun:
         from_guard = rerun.get("fp32_from_guard", 0)
-        lines.append(f"fp32 re-run: {rerun['rows']} of {report['rows']} rows had an INT8 margin at or under "
+        low = "an INT8" if report.get("int8") else "an fp16"
+        lines.append(f"fp32 re-run: {rerun['rows']} of {report['rows']} rows had {low} margin at or under "
                      f"{rerun['threshold']:.3f}" + (f" ({from_guard} more came in fp32 from the guard)"
                                                     if from_guard else "") +
                      f"; expected label agreement with fp32 over all rows {rerun['expected_agreement']:.4f}")

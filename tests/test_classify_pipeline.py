@@ -160,6 +160,46 @@ def test_an_unpruned_run_predicts_while_it_tokenises_and_writes_the_same_bytes(w
     assert streamed["rows"] == len(texts) and streamed["truncated_rows"] == whole["truncated_rows"]
 
 
+def test_rows_near_a_tie_are_rerun_after_predict_by_the_same_predictors(workdir, model_dir, texts, reference,
+                                                                        monkeypatch):
+    """fp16's rows near a tie (a GPU's; here its fp32 stand-in with a
+    made-up rule) are re-run in fp32 once every row is predicted, by the
+    predictor processes that hold the fp32 model beside it."""
+    from predictor.classify.low_margin import margins
+    from predictor.classify.task import ClassifyTask
+    from predictor.machines import local
+
+    as_parsed = pipeline.engine_options
+
+    def fp16_on_this_cpu(args, kind):
+        options = as_parsed(args, kind)
+        object.__setattr__(options, "precision", "fp16")  # the check refuses fp16 without a GPU
+        return options
+
+    ordered = np.sort(margins(reference))
+    middle = np.arange(len(ordered) // 4, 3 * len(ordered) // 4)
+    widest = middle[np.argmax(ordered[middle + 1] - ordered[middle])]  # fp32 rounding cannot cross it
+    floor = float(ordered[widest] + ordered[widest + 1]) / 2
+
+    def fp16_model(self, cache_dir, onnx_step, fp32_dir, sample_jobs):
+        self.fp32_beside = fp32_dir
+        rule = {"offset": [0.0, 0.0], "error_scale": 0.0, "floor": floor, "max_disagreement": 0.0}
+        return fp32_dir, {"sample_rows": 0, "max_prob_diff": 0.0, "label_agreement": 1.0, "margin_rule": rule,
+                          "cached": False}
+
+    pools = []
+    real_pool = local.ThisMachine.pool
+    monkeypatch.setattr(pipeline, "engine_options", fp16_on_this_cpu)
+    monkeypatch.setattr(ClassifyTask, "fp16_model", fp16_model)
+    monkeypatch.setattr(local.ThisMachine, "pool", lambda machine, *a: pools.append(a) or real_pool(machine, *a))
+    submission, report = run_pipeline(workdir, model_dir, texts, "near_a_tie", "--no-prune", "--workers", "2",
+                                      "--threads", "1", "--token-budget", "256")
+    assert np.abs(submission[["prob_negative", "prob_positive"]].to_numpy() - reference).max() < 1e-5
+    assert report["rerun"]["rows"] == widest + 1 and report["rerun"]["threshold"] == round(floor, 6)
+    assert len(pools) == 1 and report["workers"] == 2  # no second set of processes for the re-run
+    assert report["stages_s"]["rerun"] > 0
+
+
 def test_the_first_chunk_can_come_as_a_small_piece_then_the_rest(workdir, model_dir, texts, tmp_path):
     from predictor.checkpoint import read_checkpoint
     from predictor.machines.choice import choose_machines

@@ -200,61 +200,45 @@ class ClassifiedBatch:
     probabilities: np.ndarray  # [rows, classes]
     engine_s: float            # inside the engines (on a GPU: the device busy, copies included)
     splits: int = 0            # halvings after running out of device memory
-    rerun_rows: int = 0        # rows run again in fp32 (low-precision margin under the threshold)
-
-
-@dataclass(frozen=True)
-class LowPrecisionRerun:
-    """Rows whose low-precision top-two margin, after the offset, is at or
-    under the threshold are run again by the fp32 model in fp32_dir
-    (predictor/conversions/fp16.py fits both on a sample of the input)."""
-    fp32_dir: str
-    offset: tuple[float, ...]
-    threshold: float
 
 
 class ClassifyRunner:
     """Runs batches through the exported classifier in one process: a batch
     flagged `unpadded` through the model's unmasked graph when it has one
-    (fp16 on a GPU), rows near a tie again in fp32 when a LowPrecisionRerun
-    says so. A batch that does not fit in the GPU's memory is run in halves
-    (rows are independent, so the outputs are the same)."""
+    (fp16 on a GPU), a batch flagged `fp32` through the fp32 model of
+    `fp32_dir` when one is held beside a low-precision model (rows near a tie,
+    re-run once every row is predicted: predictor/classify/low_margin.py). A
+    batch that does not fit in the GPU's memory is run in halves (rows are
+    independent, so the outputs are the same)."""
 
-    def __init__(self, model_dir: str, options: EngineOptions, rerun: LowPrecisionRerun | None = None):
+    def __init__(self, model_dir: str, options: EngineOptions, fp32_dir: str | None = None):
         from predictor.conversions.fp16 import UNMASKED
 
         self.engine = open_engine(model_dir, options)
         unmasked = os.path.join(model_dir, UNMASKED)
         self.unmasked = open_engine(unmasked, options) if os.path.isdir(unmasked) else None
-        self.rerun = rerun
-        self.fp32 = open_engine(rerun.fp32_dir, options) if rerun else None
+        self.fp32 = open_engine(fp32_dir, options) if fp32_dir else None
 
     def run(self, batch: dict) -> ClassifiedBatch:
         started = time.perf_counter()
-        engine = self.unmasked if self.unmasked and batch.get("unpadded") else self.engine
+        if batch.get("fp32") and self.fp32:
+            engine = self.fp32
+        else:
+            engine = self.unmasked if self.unmasked and batch.get("unpadded") else self.engine
         try:
             (probabilities,) = engine.run(batch)
         except EngineOutOfMemory:
             if len(batch["input_ids"]) == 1:
                 raise
             return self.run_in_halves(batch)
-        rerun_rows = 0
-        if self.rerun:
-            from predictor.classify.low_margin import corrected, margins
-
-            probabilities = corrected(probabilities, self.rerun.offset)
-            low = np.flatnonzero(margins(probabilities) <= self.rerun.threshold)
-            if low.size:
-                (probabilities[low],) = self.fp32.run({name: value[low] for name, value in arrays(batch).items()})
-                rerun_rows = int(low.size)
-        return ClassifiedBatch(probabilities, time.perf_counter() - started, rerun_rows=rerun_rows)
+        return ClassifiedBatch(probabilities, time.perf_counter() - started)
 
     def run_in_halves(self, batch: dict) -> ClassifiedBatch:
         half = len(batch["input_ids"]) // 2
         parts = [self.run({**batch, **{name: value[:half] for name, value in arrays(batch).items()}}),
                  self.run({**batch, **{name: value[half:] for name, value in arrays(batch).items()}})]
         return ClassifiedBatch(np.concatenate([p.probabilities for p in parts]), sum(p.engine_s for p in parts),
-                               1 + sum(p.splits for p in parts), sum(p.rerun_rows for p in parts))
+                               1 + sum(p.splits for p in parts))
 
 
 def arrays(batch: dict) -> dict[str, np.ndarray]:

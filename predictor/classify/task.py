@@ -8,7 +8,6 @@ import sys
 import numpy as np
 
 from predictor.checkpoint import CheckpointError
-from predictor.classify.classifier import LowPrecisionRerun
 from predictor.task_kind import TaskKind
 from submit.merge import stack_in_input_order
 from submit.submission_frames import classification_frame
@@ -37,8 +36,9 @@ class ClassifyTask(TaskKind):
         return ClassifyRunner(model_dir, options, settings)
 
     def runner_settings(self, vocab, token_budget: int):
-        """fp16 on a GPU: the re-run of rows near a tie, as its check fitted it."""
-        return getattr(self, "low_precision_rerun", None)
+        """fp16 on a GPU: the fp32 model's folder, which each predictor holds
+        too, so the rows near a tie are re-run by the same processes."""
+        return getattr(self, "fp32_beside", None)
 
     def export_key_parts(self) -> dict:
         return {"tensorrt": vars(self.tensorrt_shapes)} if self.tensorrt_shapes else {}
@@ -90,8 +90,7 @@ class ClassifyTask(TaskKind):
         # predictor worker's cap, which its batches are split to fit).
         fp16_dir, report = cached_fp16_model(cache_dir, onnx_step["key"], model_dir, sample,
                                              GpuPlacement(self.options.gpu_id))
-        self.low_precision_rerun = LowPrecisionRerun(model_dir, tuple(report["margin_rule"]["offset"]),
-                                                     report["rerun_threshold"])
+        self.fp32_beside = model_dir
         return fp16_dir, report
 
     def guarded_model(self, cache_dir: str, onnx_step: dict, model_dir: str, encoded, jobs_for_rows):
@@ -115,20 +114,20 @@ class ClassifyTask(TaskKind):
             print(int8_graph_lines(report)[-1], file=sys.stderr)
         return (int8_dir, report, *int8_guard.held_back_fp32(int8_dir))
 
-    def rerun_in_fp32(self, merged, int8_report: dict, run_fp32, fp32_rows: np.ndarray):
+    def rerun_in_fp32(self, merged, low_precision_report: dict, run_fp32, fp32_rows: np.ndarray):
         from predictor.classify.low_margin import MarginRule, rerun_low_margin_rows
 
-        if not int8_report.get("margin_rule"):
+        if not low_precision_report.get("margin_rule"):
             return merged, None
-        return rerun_low_margin_rows(merged, MarginRule.from_dict(int8_report["margin_rule"]), run_fp32, fp32_rows)
+        return rerun_low_margin_rows(merged, MarginRule.from_dict(low_precision_report["margin_rule"]), run_fp32,
+                                     fp32_rows)
 
     def batch_outputs(self, results: list) -> list:
         return [batch.probabilities for batch in results]
 
     def report(self, results: list, outputs) -> dict:
         return {"engine_busy_s": round(sum(batch.engine_s for batch in results), 3),
-                "out_of_memory_splits": sum(batch.splits for batch in results),
-                "low_precision_rerun_rows": sum(batch.rerun_rows for batch in results)}
+                "out_of_memory_splits": sum(batch.splits for batch in results)}
 
     def jobs(self, model_input, batches, pad_id: int):
         for batch in batches:

@@ -21,6 +21,7 @@ from predictor.engines.gpus import visible_gpu_ids
 from predictor.engines.options import EngineOptions, EngineUnavailable
 from predictor.machines.contract import (JOBS_AHEAD_PER_PROCESS, RunnerSpec, make_runner,
                                          make_runner_in_own_process)
+from preprocess.read_ahead import read_ahead
 from preprocess.tokenize_shards import Framing, ShardedEncoder
 from worker_processes import DEFAULT_STALL_TIMEOUT_S, WorkerFailed, ignore_interrupts, run_in_order, stop
 
@@ -140,7 +141,10 @@ class WorkerPool:
 
     def map(self, jobs: Iterable) -> Iterator:
         if self._local is not None:
-            for job in jobs:
+            # The next job is built (rows gathered and padded) in a thread
+            # while this one runs: ONNX Runtime lets go of the GIL inside a
+            # run, so a GPU is not left idle while Python pads a batch.
+            for job in read_ahead(iter(jobs)):
                 yield self._local.run(job)
             return
         jobs = iter(jobs)
