@@ -259,11 +259,11 @@ def run_once(args: argparse.Namespace, progress: Progress) -> dict:
             machines = left_on_return.enter_context(choose_machines(args.ray))
         # The tokenised input waits on disk between tokenising and predicting.
         spill_folder = left_on_return.enter_context(tempfile.TemporaryDirectory(prefix="ernie_rows_"))
-        return run_spilled(args, progress, spill_folder, timer, machines)
+        return run_spilled(args, progress, spill_folder, timer, machines, left_on_return)
 
 
 def run_spilled(args: argparse.Namespace, progress: Progress, spill_folder: str, timer: StageTimer,
-                machines: Machines) -> dict:
+                machines: Machines, left_on_return: contextlib.ExitStack) -> dict:
     with timer.stage("load"):
         checkpoint = read_checkpoint(args.model_dir)
         kind = TASK_KINDS[checkpoint.task if args.task == "auto" else args.task]
@@ -284,9 +284,11 @@ def run_spilled(args: argparse.Namespace, progress: Progress, spill_folder: str,
     tokenized = TokenizedInput([])
     if streamed:
         alongside = StageTimer()  # that thread's own stages
-        # A GPU idles until the first chunk is tokenised: it gets a small one.
+        # Reading and tokenising start here, so a warm run's predictors load
+        # meanwhile; a GPU idles until the first chunk is tokenised: it gets a small one.
         stream = read_ahead(read_and_tokenize(args, task.name, checkpoint.vocab_path, encoded, alongside, machines,
                                               tokenized, FIRST_GPU_PIECE_ROWS if options.device == "gpu" else 0))
+        left_on_return.callback(stream.close)  # a run that fails before the last chunk stops the reader
 
         @functools.cache
         def first_chunk() -> EncodedRows:

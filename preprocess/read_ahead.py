@@ -20,20 +20,26 @@ T = TypeVar("T")
 _DONE = object()
 
 
-def read_ahead(items: Iterator[T]) -> Iterator[T]:
-    """`items` in order, the next one produced in a thread while the caller
-    works on the current one."""
-    handed: queue.Queue = queue.Queue(maxsize=1)
-    stop = threading.Event()
+class ReadAhead(Iterator[T]):
+    """`items` in order, produced in a thread from the moment this is made
+    (so a caller can load a model while the first item is read), at most one
+    item ahead of the one handed over. close() (or dropping it) lets the
+    thread go and closes `items`."""
 
-    def produce() -> None:
+    def __init__(self, items: Iterator[T]):
+        self._handed: queue.Queue = queue.Queue(maxsize=1)
+        self._stop = threading.Event()
+        self._done = False
+        threading.Thread(target=self._produce, args=(items,), name="read-ahead", daemon=True).start()
+
+    def _produce(self, items: Iterator[T]) -> None:
         try:
             for item in items:
-                if not _put(handed, (item, None), stop):
+                if not _put(self._handed, (item, None), self._stop):
                     return
-            _put(handed, (_DONE, None), stop)
+            _put(self._handed, (_DONE, None), self._stop)
         except BaseException as err:  # handed to the consumer, raised there
-            _put(handed, (_DONE, err), stop)
+            _put(self._handed, (_DONE, err), self._stop)
         finally:
             # A consumer that stopped early leaves a generator mid-way: closed
             # here, so what it holds open (tokenizer processes) ends now.
@@ -44,18 +50,28 @@ def read_ahead(items: Iterator[T]) -> Iterator[T]:
                 with contextlib.suppress(Exception):
                     close()
 
-    thread = threading.Thread(target=produce, name="read-ahead", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item, err = handed.get()
+    def __next__(self) -> T:
+        if self._done or self._stop.is_set():
+            raise StopIteration
+        item, err = self._handed.get()
+        if err is not None or item is _DONE:
+            self._done = True
+            self.close()
             if err is not None:
                 raise err
-            if item is _DONE:
-                return
-            yield item
-    finally:
-        stop.set()  # a consumer that stops early lets the reader go
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        """Let the reader go: a consumer that stops early, or never began."""
+        self._stop.set()
+
+    def __del__(self):
+        self.close()
+
+
+def read_ahead(items: Iterator[T]) -> ReadAhead[T]:
+    return ReadAhead(items)
 
 
 def _put(handed: queue.Queue, entry: tuple, stop: threading.Event) -> bool:

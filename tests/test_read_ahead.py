@@ -55,3 +55,29 @@ def test_a_generator_left_mid_way_is_closed_so_what_it_holds_ends():
     assert next(reader) == 0
     reader.close()
     assert closed.wait(timeout=5)
+
+
+def test_reading_starts_when_made_not_when_first_asked():
+    started = threading.Event()
+
+    def items():
+        started.set()
+        yield 1
+
+    reader = read_ahead(items())
+    assert started.wait(timeout=5)  # e.g. the first chunk tokenises while a model loads
+    assert list(reader) == [1]
+
+
+def test_a_reader_never_consumed_is_let_go_and_closes_its_items():
+    closed = threading.Event()
+
+    def items():
+        try:
+            for i in range(100):
+                yield i
+        finally:
+            closed.set()
+
+    read_ahead(items()).close()
+    assert closed.wait(timeout=5)

@@ -16,12 +16,12 @@ The check: the fp32 model (TF32 off) and the unmasked fp16 one run on the GPU
 over sample rows of this input. fp16 moves some labels of an
 input-sensitive classifier (0.4-0.5% on the demo's), always rows whose
 classes are close, so the same low-margin rule as INT8's
-(predictor/classify/low_margin.py) is fitted on the sample, and its
-threshold, set on the sample's own margins so that the labels expected to
-move stay within half of FP16_MIN_AGREEMENT, tells the runner which rows to
-run again in fp32 as they come. The report gives the plain label agreement,
-the largest probability difference, the threshold and the agreement expected
-after the re-run.
+(predictor/classify/low_margin.py) is fitted on the sample; once every row
+is predicted, its threshold, set on the run's own margins so that the labels
+expected to move stay within half of FP16_MIN_AGREEMENT, says which rows to
+run again in fp32. The report gives the plain label agreement, the largest
+probability difference, and the threshold and agreement the rule expects on
+the sample.
 """
 from __future__ import annotations
 

@@ -144,8 +144,12 @@ class WorkerPool:
             # The next job is built (rows gathered and padded) in a thread
             # while this one runs: ONNX Runtime lets go of the GIL inside a
             # run, so a GPU is not left idle while Python pads a batch.
-            for job in read_ahead(iter(jobs)):
-                yield self._local.run(job)
+            jobs_ahead = read_ahead(iter(jobs))
+            try:
+                for job in jobs_ahead:
+                    yield self._local.run(job)
+            finally:
+                jobs_ahead.close()
             return
         jobs = iter(jobs)
         in_flight: deque = deque()  # handed out, result not yet yielded, in order
