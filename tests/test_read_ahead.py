@@ -41,17 +41,17 @@ def test_reading_runs_at_most_one_item_ahead_and_stops_with_the_consumer():
     assert not released.is_set()
 
 
+def items_that_set_when_closed(closed: threading.Event):
+    try:
+        for i in range(100):
+            yield i
+    finally:  # a with-block's exit, say tokenizer processes closing
+        closed.set()
+
+
 def test_a_generator_left_mid_way_is_closed_so_what_it_holds_ends():
     closed = threading.Event()
-
-    def items():
-        try:
-            for i in range(100):
-                yield i
-        finally:  # a with-block's exit, say tokenizer processes closing
-            closed.set()
-
-    reader = read_ahead(items())
+    reader = read_ahead(items_that_set_when_closed(closed))
     assert next(reader) == 0
     reader.close()
     assert closed.wait(timeout=5)
@@ -71,13 +71,5 @@ def test_reading_starts_when_made_not_when_first_asked():
 
 def test_a_reader_never_consumed_is_let_go_and_closes_its_items():
     closed = threading.Event()
-
-    def items():
-        try:
-            for i in range(100):
-                yield i
-        finally:
-            closed.set()
-
-    read_ahead(items()).close()
+    read_ahead(items_that_set_when_closed(closed)).close()
     assert closed.wait(timeout=5)
