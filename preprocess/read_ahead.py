@@ -30,25 +30,10 @@ class ReadAhead(Iterator[T]):
         self._handed: queue.Queue = queue.Queue(maxsize=1)
         self._stop = threading.Event()
         self._done = False
-        threading.Thread(target=self._produce, args=(items,), name="read-ahead", daemon=True).start()
-
-    def _produce(self, items: Iterator[T]) -> None:
-        try:
-            for item in items:
-                if not _put(self._handed, (item, None), self._stop):
-                    return
-            _put(self._handed, (_DONE, None), self._stop)
-        except BaseException as err:  # handed to the consumer, raised there
-            _put(self._handed, (_DONE, err), self._stop)
-        finally:
-            # A consumer that stopped early leaves a generator mid-way: closed
-            # here, so what it holds open (tokenizer processes) ends now.
-            # Its own errors then are not the run's: the consumer is already
-            # on its way out with the first one.
-            close = getattr(items, "close", None)
-            if close is not None:
-                with contextlib.suppress(Exception):
-                    close()
+        # The thread holds the queue and the event, not this object, so a
+        # consumer that drops it unfinished lets the thread go (__del__).
+        threading.Thread(target=_produce, args=(items, self._handed, self._stop), name="read-ahead",
+                         daemon=True).start()
 
     def __next__(self) -> T:
         if self._done or self._stop.is_set():
@@ -72,6 +57,25 @@ class ReadAhead(Iterator[T]):
 
 def read_ahead(items: Iterator[T]) -> ReadAhead[T]:
     return ReadAhead(items)
+
+
+def _produce(items: Iterator, handed: queue.Queue, stop: threading.Event) -> None:
+    try:
+        for item in items:
+            if not _put(handed, (item, None), stop):
+                return
+        _put(handed, (_DONE, None), stop)
+    except BaseException as err:  # handed to the consumer, raised there
+        _put(handed, (_DONE, err), stop)
+    finally:
+        # A consumer that stopped early leaves a generator mid-way: closed
+        # here, so what it holds open (tokenizer processes) ends now.
+        # Its own errors then are not the run's: the consumer is already
+        # on its way out with the first one.
+        close = getattr(items, "close", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                close()
 
 
 def _put(handed: queue.Queue, entry: tuple, stop: threading.Event) -> bool:

@@ -73,3 +73,14 @@ def test_a_reader_never_consumed_is_let_go_and_closes_its_items():
     closed = threading.Event()
     read_ahead(items_that_set_when_closed(closed)).close()
     assert closed.wait(timeout=5)
+
+
+def test_a_reader_dropped_unfinished_lets_its_thread_go():
+    import gc
+
+    closed = threading.Event()
+    reader = read_ahead(items_that_set_when_closed(closed))
+    assert next(reader) == 0
+    del reader
+    gc.collect()
+    assert closed.wait(timeout=5)
