@@ -152,8 +152,11 @@ def format_table(report: dict) -> str:
             f"cpu, {engine['cpu_threads']} threads per worker"
         lines.append(f"engine: {engine['engine']} ({where}, {engine['precision']})")
     if "engine_busy_s" in report and report["stages_s"]["predict"]:
-        busy, predict = report["engine_busy_s"], report["stages_s"]["predict"]
-        lines.append(f"engines busy {busy:.2f} s of the {predict:.2f} s predict stage ({busy / predict:.0%}; "
+        # The fp32 re-run's engine time is in the sum too.
+        busy, rerun = report["engine_busy_s"], report["stages_s"].get("rerun", 0.0)
+        predict = report["stages_s"]["predict"] + rerun
+        stages = "predict and fp32 re-run stages" if rerun else "predict stage"
+        lines.append(f"engines busy {busy:.2f} s of the {predict:.2f} s {stages} ({busy / predict:.0%}; "
                      f"summed over {report.get('workers', 1)} worker(s))")
     runner = report.get("runner")
     if runner:
