@@ -95,7 +95,7 @@ def model_dir(workdir):
 @pytest.fixture(scope="module")
 def long_input(workdir):
     """Enough rows in small batches that prediction lasts a few seconds."""
-    return write_reviews_csv(os.path.join(workdir, "many.csv"), review_texts(400) * 10)
+    return write_reviews_csv(os.path.join(workdir, "many.csv"), review_texts(400) * 40)
 
 
 def start_run(workdir, model_dir, input_path, output, *options) -> subprocess.Popen:
@@ -109,13 +109,16 @@ def start_run(workdir, model_dir, input_path, output, *options) -> subprocess.Po
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
-def wait_for_workers(run: subprocess.Popen, count: int = 2) -> list[int]:
+def wait_for_workers(run: subprocess.Popen, count: int = 2, predictors: bool = False) -> list[int]:
     """The run's worker processes, once `count` of them exist (the
-    multiprocessing resource tracker is not one)."""
+    multiprocessing resource tracker is not one); with `predictors`, only
+    those that have loaded ONNX Runtime (a tokenizer process still on its way
+    out looks the same otherwise)."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         # A pid gone since it was listed has no command line: not a worker.
-        workers = [pid for pid in children(run.pid) if "spawn_main" in command_name(pid)]
+        workers = [pid for pid in children(run.pid) if "spawn_main" in command_name(pid)
+                   and (not predictors or maps_onnx_runtime(pid))]
         if len(workers) >= count:
             return workers
         assert run.poll() is None, run.communicate()
@@ -123,11 +126,19 @@ def wait_for_workers(run: subprocess.Popen, count: int = 2) -> list[int]:
     raise AssertionError("the run never started its workers")
 
 
+def maps_onnx_runtime(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as f:
+            return "onnxruntime" in f.read()
+    except OSError:  # gone
+        return False
+
+
 def test_a_killed_predictor_worker_fails_the_run_and_writes_nothing(workdir, model_dir, long_input):
     output = os.path.join(workdir, "killed.csv")
     run = start_run(workdir, model_dir, long_input, output, "--retries", "0")
-    workers = wait_for_workers(run)
-    time.sleep(1.0)  # past loading, into prediction
+    workers = wait_for_workers(run, predictors=True)
+    time.sleep(0.5)  # into prediction (which lasts seconds)
     killed_at = time.monotonic()
     os.kill(workers[0], signal.SIGKILL)
     _, stderr = run.communicate(timeout=60)
@@ -146,8 +157,8 @@ def test_a_retried_run_writes_what_an_undisturbed_run_writes(workdir, model_dir,
     assert run.wait(timeout=300) == 0
     output = os.path.join(workdir, "retried.csv")
     run = start_run(workdir, model_dir, long_input, output, "--retries", "1")
-    workers = wait_for_workers(run)
-    time.sleep(1.0)  # past loading, into prediction
+    workers = wait_for_workers(run, predictors=True)
+    time.sleep(0.5)  # into prediction (which lasts seconds)
     os.kill(workers[0], signal.SIGKILL)
     _, stderr = run.communicate(timeout=300)
     assert run.returncode == 0, stderr
@@ -178,8 +189,8 @@ def test_a_killed_tokenizer_worker_fails_the_run_and_writes_nothing(workdir, mod
 def test_interrupt_exits_cleanly_with_nothing_left_behind(workdir, model_dir, long_input, sent, status, said):
     output = os.path.join(workdir, "out", f"interrupted_{sent}.csv")
     run = start_run(workdir, model_dir, long_input, output)
-    workers = wait_for_workers(run)
-    time.sleep(1.0)
+    workers = wait_for_workers(run, predictors=True)
+    time.sleep(0.5)
     run.send_signal(sent)
     _, stderr = run.communicate(timeout=60)
     assert run.returncode == status, stderr
