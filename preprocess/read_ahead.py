@@ -28,19 +28,17 @@ class ReadAhead(Iterator[T]):
 
     def __init__(self, items: Iterator[T]):
         self._handed: queue.Queue = queue.Queue(maxsize=1)
-        self._stop = threading.Event()
-        self._done = False
+        self._stop = threading.Event()  # set: the consumer is done, or let the reader go
         # The thread holds the queue and the event, not this object, so a
         # consumer that drops it unfinished lets the thread go (__del__).
         threading.Thread(target=_produce, args=(items, self._handed, self._stop), name="read-ahead",
                          daemon=True).start()
 
     def __next__(self) -> T:
-        if self._done or self._stop.is_set():
+        if self._stop.is_set():
             raise StopIteration
         item, err = self._handed.get()
         if err is not None or item is _DONE:
-            self._done = True
             self.close()
             if err is not None:
                 raise err
