@@ -13,6 +13,10 @@ behind it:
   operator (ray_data_tokenize.py), and one actor per predictor process,
   restarted and its jobs retried by Ray.
 
+Every way of running builds its runners through contract.make_runner, which
+also sets the process's host memory policy (host_memory.py: freed memory
+kept for the next job).
+
 The device is the engine's business (predictor/engines/), never this
 room's: no file here exists per device.
 """

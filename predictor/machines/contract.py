@@ -35,10 +35,12 @@ class RunnerSpec:
 
 
 def make_runner(spec: RunnerSpec):
+    from predictor.machines.host_memory import keep_freed_memory
     from predictor.tasks import TASK_KINDS
 
     if spec.task not in TASK_KINDS:
         raise ValueError(f"unknown task {spec.task!r}")
+    keep_freed_memory()
     return TASK_KINDS[spec.task].runner(spec.model_dir, spec.options, spec.settings)
 
 
