@@ -147,6 +147,9 @@ class CachedDecoder:
         return np.concatenate(logits)[back], in_job_order(prompt_parts, width - 1), in_job_order(start_parts, 1)
 
     def start(self, job: dict, choose_greedy: tuple | None = None) -> np.ndarray:
+        # The last job's cache goes before this one's is made: two would
+        # double the peak, and make this job fault in fresh memory.
+        self.prompt_cache = self.generated = None
         self.prompt_bias = prompt_bias(job["lengths"], job["input_ids"].shape[1], self.masked)
         logits, self.prompt_cache, start_part = self._prompt(job, choose_greedy)
         # The start token's keys/values, zeros on the right: the generated buffers.
