@@ -23,7 +23,7 @@ with fp32; exact match, token agreement and BLEU-4 of fp16 against fp32 and
 of each against --baseline; with --baseline-seconds, each side's speed-up
 over the baseline's time. The submissions stay in OUT (harness_fp16.csv,
 harness_fp32.csv) for check_accuracy. Options after `--` go to both sides'
-runs, e.g. `-- --max-batch-rows 512` (sources decoded together; 256 on the
+runs, e.g. `-- --max-batch-rows 1024` (sources decoded together; 512 on the
 GPU by default).
 
 The baseline: with data/demo/sources_2000.csv and data/demo/unimo-text-demo

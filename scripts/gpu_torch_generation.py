@@ -19,7 +19,7 @@ carrying them over.
 
 `--prepared DIR` needs torch, numpy and pandas only (no Paddle: the modules
 it imports do not import it). Rows are batched as the harness batches them
-(predictor/batching.py: longest first, at most --max-batch-rows, 256 as the
+(predictor/batching.py: longest first, at most --max-batch-rows, 512 as the
 harness on a GPU), left-padded and framed by the harness's own
 cached_decoder.prompt_inputs (positions restart at 0 on the start token;
 the source sees itself, the start token sees the source and itself). Each
@@ -68,7 +68,7 @@ TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json", "special_tokens_map.jso
 # save_pretrained stores the LM head's tied weight a second time; the model reads the word embeddings.
 TIED_COPY = "lm_head.decoder_weight"
 DEFAULT_ROWS = 2000
-GPU_MAX_BATCH_ROWS = 256  # the generate task's default on a GPU (predictor/generate/task.py)
+GPU_MAX_BATCH_ROWS = 512  # the generate task's default on a GPU (predictor/generate/task.py)
 
 
 # ---------------------------------------------------------------- prepare (Paddle's CPU stack)

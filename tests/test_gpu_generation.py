@@ -307,7 +307,7 @@ def test_generation_on_the_gpu_path_gives_the_cpu_run_s_texts(cuda_on_cpu, tmp_p
     assert fp32["engine"]["device"] == "gpu" and fp32["workers"] == 1 and fp32["onnx"]["device"] == "gpu"
     assert fp32["decoding"]["tokens_chosen_on_device"] and not cpu["decoding"]["tokens_chosen_on_device"]
     assert fp16["engine"]["precision"] == "fp16" and fp16["fp16"]["probe_top1_agreement"] >= 0.9
-    assert fp16["batches"] == 1  # 30 rows in one length-sorted job (up to 256 on the GPU)
+    assert fp16["batches"] == 1  # 30 rows in one length-sorted job (up to 512 on the GPU)
     assert np.mean([a == b for a, b in zip(fp16_texts, cpu_texts)]) >= 0.75
     beam = ["--decode", "beam", "--num-beams", "3"]
     beam_texts, gpu_beam = run("gpu_beam", "--device", "gpu", "--precision", "fp32", *beam)
@@ -324,3 +324,77 @@ def test_gpu_generation_plans_one_onnx_runtime_process_per_gpu_in_fp32_unless_fp
         plan = plan_engine_options(pipeline.engine_options(args, GenerateTask), args.workers, gpu_ids=[0, 1])
         assert [(o.engine, o.device, o.precision, o.gpu_id) for o in plan] == \
             [("onnxruntime", "gpu", precision, 0), ("onnxruntime", "gpu", precision, 1)]
+
+
+class SmallMemoryDecoder:
+    """A step engine whose next token hangs on the row's own source and last
+    token only, and that runs out of memory on jobs of more than `fits` rows."""
+    vocab = 50
+
+    def __init__(self, fits: int):
+        self.fits, self.jobs = fits, []
+        self.engine_s = self.prompt_s = 0.0
+        self.steps = 0
+
+    def _logits(self, seeds: np.ndarray) -> np.ndarray:
+        return np.eye(self.vocab, dtype=np.float32)[(seeds * 7 + 3) % (self.vocab - 10) + 10]
+
+    def start(self, job):
+        from predictor.engines.options import EngineOutOfMemory
+
+        if len(job["lengths"]) > self.fits:
+            raise EngineOutOfMemory("Failed to allocate memory")
+        self.jobs.append(len(job["lengths"]))
+        sources = [row[-length:] for row, length in zip(job["input_ids"], job["lengths"])]
+        return self._logits(np.array([int(s.sum()) + len(s) for s in sources]))
+
+    def advance(self, tokens, parent):
+        self.steps += 1
+        return self._logits(tokens)
+
+
+def test_a_generation_job_that_does_not_fit_is_decoded_in_halves_with_the_same_ids():
+    from predictor.engines.options import EngineOutOfMemory
+    from predictor.generate.runner import GenerateRunner, GenerationSettings, decoding_report
+
+    rng = np.random.default_rng(0)
+    lengths = np.array([9, 8, 8, 6, 5, 5, 3, 2, 2, 1, 1])
+    ids, types = left_padded([(rng.integers(10, 50, n), np.zeros(n, np.int64)) for n in lengths], lengths, 0)
+    job = {"input_ids": ids, "token_type_ids": types, "lengths": lengths}
+    settings = GenerationSettings(DecodeSettings(max_new_tokens=5), SpecialIds(unk=1, pad=0, bos=2, eos=3))
+
+    def runner(fits: int) -> GenerateRunner:
+        made = GenerateRunner.__new__(GenerateRunner)
+        made.decoder, made.settings = SmallMemoryDecoder(fits), settings
+        return made
+
+    whole, split = runner(fits=64), runner(fits=3)
+    expected, got = whole.run(job), split.run(job)
+    assert [r.tolist() for r in got.rows] == [r.tolist() for r in expected.rows] and expected.splits == 0
+    assert sum(split.decoder.jobs) == 11 and max(split.decoder.jobs) <= 3
+    assert decoding_report([got])["jobs_split_for_memory"] == got.splits > 0
+    with pytest.raises(EngineOutOfMemory):
+        runner(fits=0).run(job)
+
+
+def test_device_arrays_name_a_gpu_out_of_memory_as_such():
+    from predictor.engines.options import EngineOutOfMemory
+
+    class Full:
+        def io_binding(self):
+            return _NoBinding()
+
+        get_inputs = get_outputs = staticmethod(lambda: [])
+
+        def run_with_iobinding(self, binding):
+            raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Failed to allocate memory for requested buffer")
+
+    with pytest.raises(EngineOutOfMemory, match="Failed to allocate memory"):
+        DeviceArrays(GpuPlacement(0)).run(Full(), [])
+    with pytest.raises(RuntimeError):  # on the CPU it is not the GPU's memory
+        DeviceArrays(None).run(Full(), [])
+
+
+class _NoBinding:
+    def get_outputs(self):
+        return []

@@ -256,15 +256,16 @@ def array_op_graph(op: str, count: int, element_type: int, chunks: int = 1) -> b
     elif op == "put_position":
         # ScatterElements along the position axis, its indices all `position`;
         # bound to its own input as output it writes in place (ONNX Runtime's
-        # CPU and CUDA kernels copy the input only when the two differ).
+        # CPU and CUDA kernels copy the input only when the two differ). Every
+        # layer's new keys/values have one shape, so one index serves them all.
         inputs = [value("position", TensorProto.INT64)]
         constants = [helper.make_tensor("rank4", TensorProto.INT64, [4], [1, 1, 1, 1])]
-        nodes.append(helper.make_node("Reshape", ["position", "rank4"], ["position4"]))
+        nodes += [helper.make_node("Reshape", ["position", "rank4"], ["position4"]),
+                  helper.make_node("Shape", ["v0"], ["shape"]),
+                  helper.make_node("Expand", ["position4", "shape"], ["index"])]
         for i in range(count):
             inputs += [value(f"x{i}"), value(f"v{i}")]
-            nodes += [helper.make_node("Shape", [f"v{i}"], [f"shape{i}"]),
-                      helper.make_node("Expand", ["position4", f"shape{i}"], [f"index{i}"]),
-                      helper.make_node("ScatterElements", [f"x{i}", f"index{i}", f"v{i}"], [f"y{i}"], axis=2)]
+            nodes.append(helper.make_node("ScatterElements", [f"x{i}", "index", f"v{i}"], [f"y{i}"], axis=2))
     elif op == "pad":  # widened and stack_rows: zeros around each block, blocks of a layer concatenated
         inputs = [value(f"pads{c}", TensorProto.INT64) for c in range(chunks)]
         for i in range(count):
@@ -324,7 +325,12 @@ class DeviceArrays:
                 binding.bind_output(entry.name, *self.device)
             else:
                 binding.bind_ortvalue_output(entry.name, outputs[i])
-        session.run_with_iobinding(binding)
+        try:
+            session.run_with_iobinding(binding)
+        except Exception as err:  # ONNX Runtime raises its own exception types from C++
+            if self.gpu is not None and is_out_of_memory(err):
+                raise EngineOutOfMemory(first_line(err)) from None
+            raise
         return binding.get_outputs()
 
     def _op(self, op: str, values: list, chunks: int = 1):

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from predictor.engines.options import EngineOptions
+from predictor.engines.options import EngineOptions, EngineOutOfMemory
 from predictor.generate.cached_decoder import cached_decoder
 from predictor.generate.decoding import DecodeSettings, RunnerUpLog, RunnerUps, SpecialIds, chooses_on_engine, decode
 from predictor.pruning import PrunedVocab
@@ -38,6 +38,7 @@ class DecodedBatch:
     prompt_s: float   # the prompt passes' share of engine_s
     runner_ups: list[RunnerUps] | None = None  # per row, when the settings record margins
     chosen_on_device: bool = False  # greedy's tokens chosen where the logits lie; only ids came back
+    splits: int = 0  # times the job was halved because it did not fit in the GPU's memory
 
 
 class GenerateRunner:
@@ -47,6 +48,24 @@ class GenerateRunner:
         self.settings = settings
 
     def run(self, job: dict) -> DecodedBatch:
+        """A job that does not fit in the GPU's memory is decoded in halves:
+        rows are independent, so the ids are the same."""
+        try:
+            return self.run_whole(job)
+        except EngineOutOfMemory:
+            if len(job["lengths"]) == 1:
+                raise
+            return self.run_in_halves(job)
+
+    def run_in_halves(self, job: dict) -> DecodedBatch:
+        half = len(job["lengths"]) // 2
+        a, b = (self.run(trimmed(job, rows)) for rows in (slice(None, half), slice(half, None)))
+        return DecodedBatch(a.rows + b.rows, a.steps + b.steps, a.engine_s + b.engine_s, a.total_s + b.total_s,
+                            a.prompt_s + b.prompt_s,
+                            a.runner_ups + b.runner_ups if a.runner_ups is not None else None,
+                            a.chosen_on_device and b.chosen_on_device, 1 + a.splits + b.splits)
+
+    def run_whole(self, job: dict) -> DecodedBatch:
         started, engine_before, prompt_before = time.perf_counter(), self.decoder.engine_s, self.decoder.prompt_s
         runner_ups = RunnerUpLog(len(job["lengths"])) if self.settings.record_margins else None
         rows = decode(self.decoder, job, len(job["lengths"]), self.settings.decode, self.settings.special, runner_ups)
@@ -54,6 +73,14 @@ class GenerateRunner:
                             time.perf_counter() - started, self.decoder.prompt_s - prompt_before,
                             runner_ups.per_row() if runner_ups else None,
                             chooses_on_engine(self.decoder, self.settings.decode, runner_ups))
+
+
+def trimmed(job: dict, rows: slice) -> dict:
+    """Some of a job's rows, left padding cut to their longest source."""
+    lengths = job["lengths"][rows]
+    width = int(lengths.max())
+    return {"input_ids": job["input_ids"][rows, -width:], "token_type_ids": job["token_type_ids"][rows, -width:],
+            "lengths": lengths}
 
 
 def decoding_report(batches: list[DecodedBatch]) -> dict:
@@ -67,4 +94,5 @@ def decoding_report(batches: list[DecodedBatch]) -> dict:
             "steps_s": round(engine_s - prompt_s, 3), "loop_overhead_s": round(overhead_s, 3),
             "loop_overhead_ms_per_step": round(1000 * overhead_s / max(steps, 1), 3),
             "loop_overhead_share": round(overhead_s / total_s, 4) if total_s else 0.0,
-            "tokens_chosen_on_device": bool(batches) and all(b.chosen_on_device for b in batches)}
+            "tokens_chosen_on_device": bool(batches) and all(b.chosen_on_device for b in batches),
+            "jobs_split_for_memory": sum(b.splits for b in batches)}
