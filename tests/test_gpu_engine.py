@@ -231,3 +231,59 @@ def test_the_fp16_model_keeps_the_fp32_inputs_and_outputs(tmp_path, models):
     without_attention_masks(fp16_path, unmasked_path)
     attention = [n for n in onnx.load(unmasked_path).graph.node if n.op_type == "Attention"]
     assert attention and all(len(n.input) == 3 for n in attention)
+
+
+def test_a_gpu_session_keeps_its_optimised_graph_and_later_loads_skip_the_optimisation(tmp_path, monkeypatch):
+    """The CUDA provider stood in for by the CPU one: the first load on the
+    GPU saves the optimised graph beside the model, a later load (another
+    process: the session cache emptied) opens that graph with optimisations
+    off, and both sessions compute the same outputs."""
+    import onnxruntime
+
+    from predictor.engines import onnx_runtime
+
+    # x @ w + b, then Gelu: ONNX Runtime's EXTENDED level fuses parts of it.
+    rng = np.random.default_rng(0)
+    w = onnx.numpy_helper.from_array(rng.standard_normal((64, 64)).astype(np.float32), "w")
+    b = onnx.numpy_helper.from_array(rng.standard_normal(64).astype(np.float32), "b")
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("MatMul", ["x", "w"], ["xw"]), onnx.helper.make_node("Add", ["xw", "b"], ["h"]),
+         onnx.helper.make_node("Relu", ["h"], ["y"])], "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["rows", 64])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["rows", 64])], [w, b])
+    folder = tmp_path / "program"
+    folder.mkdir()
+    path = str(folder / "model.onnx")
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 14)]), path)
+
+    opened = []
+
+    def on_the_cpu(model, options, gpu):
+        opened.append((model, options.graph_optimization_level))
+        return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(onnx_runtime, "open_session", on_the_cpu)
+    monkeypatch.setattr(onnx_runtime, "_OPEN_SESSIONS", type(onnx_runtime._OPEN_SESSIONS)())
+    x = {"x": rng.standard_normal((5, 64)).astype(np.float32)}
+    first = load_session(path, 1, gpu=GpuPlacement(0))
+    kept = onnx_runtime.gpu_optimised_path(path)
+    assert opened == [(path, onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)]
+    assert os.path.isfile(kept) and os.path.dirname(os.path.dirname(kept)) == str(folder)
+    assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []  # no staging folder left
+    assert load_session(path, 1, gpu=GpuPlacement(0)) is first  # this process reuses its session
+
+    onnx_runtime._OPEN_SESSIONS.clear()
+    later = load_session(path, 1, gpu=GpuPlacement(0))
+    assert opened[-1] == (kept, onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    np.testing.assert_array_equal(first.run(None, x)[0], later.run(None, x)[0])
+    plain = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(later.run(None, x)[0], plain.run(None, x)[0], rtol=1e-6, atol=1e-6)
+
+    # A model folder that cannot be written: optimised at load, nothing kept.
+    other = tmp_path / "read_only"
+    other.mkdir()
+    onnx.save(onnx.load(path), str(other / "model.onnx"))
+    monkeypatch.setattr(onnx_runtime, "_staging_beside", lambda path: None)
+    load_session(str(other / "model.onnx"), 1, gpu=GpuPlacement(0))
+    assert opened[-1][1] == onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert sorted(p.name for p in other.iterdir()) == ["model.onnx"]

@@ -15,6 +15,7 @@ program, paid by every worker of every run.
 from __future__ import annotations
 
 import os
+import shutil
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -105,9 +106,14 @@ def load_session(model: str | bytes, threads: int, profile_prefix: str | None = 
     """A session over a model file's path or a serialised model (one
     save_optimised wrote, if `optimised`), on the CPU or, with `gpu`, on
     ONNX Runtime's CUDA provider; a file's session is opened once per process
-    (profiled ones always afresh)."""
+    (profiled ones always afresh). A model file saved unoptimised is, on the
+    GPU, optimised for the CUDA provider at its first load and that graph
+    kept beside it (gpu_optimised_path), which later loads read as is."""
     import onnxruntime
 
+    keep_optimised = gpu is not None and isinstance(model, str) and not optimised and not profile_prefix
+    if keep_optimised and os.path.isfile(gpu_optimised_path(model)):
+        model, optimised, keep_optimised = gpu_optimised_path(model), True, False
     key = _file_key(model, threads, optimised, gpu) if isinstance(model, str) and not profile_prefix else None
     if key in _OPEN_SESSIONS:
         _OPEN_SESSIONS.move_to_end(key)
@@ -115,25 +121,86 @@ def load_session(model: str | bytes, threads: int, profile_prefix: str | None = 
     options = session_options(threads, profile_prefix)
     if optimised:
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
-    if gpu is None:
-        session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-    else:
-        if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
-            raise EngineUnavailable(f"this ONNX Runtime ({onnxruntime.__version__}) has no CUDA provider: "
-                                    f"{CUDA_INSTALL_HINT}")
-        try:
-            session = onnxruntime.InferenceSession(model, options, providers=gpu.providers())
-        except Exception as err:  # ONNX Runtime raises its own exception types from C++
-            raise EngineUnavailable(f"ONNX Runtime's CUDA provider did not start on GPU {gpu.gpu_id}: "
-                                    f"{first_line(err)}; {CUDA_INSTALL_HINT}") from None
-        # A provider whose libraries (CUDA, cuDNN) fail to load is dropped
-        # with a warning, and the session quietly runs on the CPU.
-        if "CUDAExecutionProvider" not in session.get_providers():
-            raise EngineUnavailable(f"ONNX Runtime's CUDA provider could not load its libraries (CUDA 12/13 "
-                                    f"runtime, cuBLAS, cuDNN 9): {CUDA_INSTALL_HINT}")
+    staging = _staging_beside(gpu_optimised_path(model)) if keep_optimised else None
+    if staging:
+        # EXTENDED: the fusions the CUDA provider runs; ALL adds only CPU layouts.
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        _save_optimised_into(options, staging)
+    try:
+        session = open_session(model, options, gpu)
+    except BaseException:
+        if staging:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if staging:
+        kept = _publish(staging, os.path.dirname(gpu_optimised_path(model)))
+        if kept:
+            _keep(_file_key(gpu_optimised_path(model), threads, True, gpu), session)
     if key:
         _keep(key, session)
     return session
+
+
+def open_session(model: str | bytes, options, gpu: GpuPlacement | None):
+    """An ONNX Runtime session on the CPU, or on the CUDA provider (refused,
+    with what to install, where that provider is missing or cannot start)."""
+    import onnxruntime
+
+    if gpu is None:
+        return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        raise EngineUnavailable(f"this ONNX Runtime ({onnxruntime.__version__}) has no CUDA provider: "
+                                f"{CUDA_INSTALL_HINT}")
+    try:
+        session = onnxruntime.InferenceSession(model, options, providers=gpu.providers())
+    except Exception as err:  # ONNX Runtime raises its own exception types from C++
+        raise EngineUnavailable(f"ONNX Runtime's CUDA provider did not start on GPU {gpu.gpu_id}: "
+                                f"{first_line(err)}; {CUDA_INSTALL_HINT}") from None
+    # A provider whose libraries (CUDA, cuDNN) fail to load is dropped
+    # with a warning, and the session quietly runs on the CPU.
+    if "CUDAExecutionProvider" not in session.get_providers():
+        raise EngineUnavailable(f"ONNX Runtime's CUDA provider could not load its libraries (CUDA 12/13 "
+                                f"runtime, cuBLAS, cuDNN 9): {CUDA_INSTALL_HINT}")
+    return session
+
+
+def gpu_optimised_path(model_path: str) -> str:
+    """Where the CUDA provider's optimised graph of a model file is kept: a
+    folder beside it, named for the ONNX Runtime version that optimised it
+    (its fused ops are that version's). Loading it skips the optimisation:
+    0.3 s instead of 0.8 s for a 12-layer decoding program on an H200."""
+    import onnxruntime
+
+    folder = os.path.join(os.path.dirname(model_path), f"cuda-optimised-ort{onnxruntime.__version__}")
+    return os.path.join(folder, os.path.basename(model_path))
+
+
+def _staging_beside(path: str) -> str | None:
+    """A fresh folder next to where `path`'s folder goes, or None where the
+    model's folder cannot be written (then the graph is optimised at every load)."""
+    import tempfile
+
+    try:
+        return tempfile.mkdtemp(prefix=".optimising.", dir=os.path.dirname(os.path.dirname(path)))
+    except OSError:
+        return None
+
+
+def _save_optimised_into(options, folder: str) -> None:
+    options.optimized_model_filepath = os.path.join(folder, ONNX_FILE)
+    options.add_session_config_entry("session.optimized_model_external_initializers_file_name", OPTIMISED_WEIGHTS)
+    options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+
+
+def _publish(staging: str, folder: str) -> bool:
+    """Rename the staged graph into place; a concurrent process that got there
+    first keeps its own (the same graph). Whether `folder` is now ours."""
+    try:
+        os.replace(staging, folder)
+        return True
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        return False
 
 
 def first_line(err: Exception) -> str:
@@ -160,9 +227,7 @@ def save_optimised(model: str | bytes, folder: str, threads: int) -> None:
     import onnxruntime
 
     options = session_options(threads)
-    options.optimized_model_filepath = os.path.join(folder, ONNX_FILE)
-    options.add_session_config_entry("session.optimized_model_external_initializers_file_name", OPTIMISED_WEIGHTS)
-    options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+    _save_optimised_into(options, folder)
     onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
