@@ -287,3 +287,40 @@ def test_a_gpu_session_keeps_its_optimised_graph_and_later_loads_skip_the_optimi
     load_session(str(other / "model.onnx"), 1, gpu=GpuPlacement(0))
     assert opened[-1][1] == onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     assert sorted(p.name for p in other.iterdir()) == ["model.onnx"]
+
+
+def test_a_damaged_kept_graph_or_a_failed_save_falls_back_to_optimising_at_load(tmp_path, monkeypatch):
+    import onnxruntime
+
+    from predictor.engines import onnx_runtime
+
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Relu", ["x"], ["y"])], "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2])])
+    path = str(tmp_path / "model.onnx")
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 14)]), path)
+    opened = []
+
+    def on_the_cpu(model, options, gpu):
+        opened.append(model)
+        if getattr(options, "optimized_model_filepath", "") and fail_saving:
+            raise RuntimeError("No space left on device")
+        return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(onnx_runtime, "open_session", on_the_cpu)
+    monkeypatch.setattr(onnx_runtime, "_OPEN_SESSIONS", type(onnx_runtime._OPEN_SESSIONS)())
+    x = {"x": np.array([-1.0, 2.0], np.float32)}
+
+    fail_saving = True  # the save fails: the run goes on, nothing kept, no staging folder left
+    assert load_session(path, 1, gpu=GpuPlacement(0)).run(None, x)[0].tolist() == [0.0, 2.0]
+    assert opened == [path, path] and sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+    onnx_runtime._OPEN_SESSIONS.clear()
+    kept = onnx_runtime.gpu_optimised_path(path)
+    os.makedirs(os.path.dirname(kept))
+    with open(kept, "wb") as f:
+        f.write(b"not a model")  # a damaged copy
+    fail_saving = False
+    assert load_session(path, 1, gpu=GpuPlacement(0)).run(None, x)[0].tolist() == [0.0, 2.0]
+    assert opened[-2:] == [kept, path]

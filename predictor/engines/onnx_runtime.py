@@ -109,11 +109,26 @@ def load_session(model: str | bytes, threads: int, profile_prefix: str | None = 
     (profiled ones always afresh). A model file saved unoptimised is, on the
     GPU, optimised for the CUDA provider at its first load and that graph
     kept beside it (gpu_optimised_path), which later loads read as is."""
+    if gpu is not None and isinstance(model, str) and not optimised and not profile_prefix:
+        kept = gpu_optimised_path(model)
+        if os.path.isfile(kept):
+            try:
+                return _load(kept, threads, None, True, gpu)
+            except EngineUnavailable:
+                raise
+            except Exception:  # a damaged copy: the model as written still loads
+                pass
+        else:
+            session = _load_keeping_optimised(model, kept, threads, gpu)
+            if session is not None:
+                return session
+    return _load(model, threads, profile_prefix, optimised, gpu)
+
+
+def _load(model: str | bytes, threads: int, profile_prefix: str | None, optimised: bool,
+          gpu: GpuPlacement | None):
     import onnxruntime
 
-    keep_optimised = gpu is not None and isinstance(model, str) and not optimised and not profile_prefix
-    if keep_optimised and os.path.isfile(gpu_optimised_path(model)):
-        model, optimised, keep_optimised = gpu_optimised_path(model), True, False
     key = _file_key(model, threads, optimised, gpu) if isinstance(model, str) and not profile_prefix else None
     if key in _OPEN_SESSIONS:
         _OPEN_SESSIONS.move_to_end(key)
@@ -121,23 +136,40 @@ def load_session(model: str | bytes, threads: int, profile_prefix: str | None = 
     options = session_options(threads, profile_prefix)
     if optimised:
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
-    staging = _staging_beside(gpu_optimised_path(model)) if keep_optimised else None
-    if staging:
-        # EXTENDED: the fusions the CUDA provider runs; ALL adds only CPU layouts.
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        _save_optimised_into(options, staging)
-    try:
-        session = open_session(model, options, gpu)
-    except BaseException:
-        if staging:
-            shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if staging:
-        kept = _publish(staging, os.path.dirname(gpu_optimised_path(model)))
-        if kept:
-            _keep(_file_key(gpu_optimised_path(model), threads, True, gpu), session)
+    session = open_session(model, options, gpu)
     if key:
         _keep(key, session)
+    return session
+
+
+def _load_keeping_optimised(path: str, kept: str, threads: int, gpu: GpuPlacement):
+    """A session over `path` optimised for the CUDA provider, that graph
+    saved as `kept`; None where it cannot be saved (the folder cannot be
+    written, or writing failed: the caller then optimises at load)."""
+    import onnxruntime
+
+    key = _file_key(path, threads, False, gpu)
+    if key in _OPEN_SESSIONS:
+        _OPEN_SESSIONS.move_to_end(key)
+        return _OPEN_SESSIONS[key]
+    staging = _staging_beside(kept)
+    if staging is None:
+        return None
+    options = session_options(threads)
+    # EXTENDED: the fusions the CUDA provider runs; ALL adds only CPU layouts.
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    _save_optimised_into(options, staging)
+    try:
+        session = open_session(path, options, gpu)
+    except EngineUnavailable:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    except Exception:  # e.g. the disk full while saving
+        shutil.rmtree(staging, ignore_errors=True)
+        return None
+    if _publish(staging, os.path.dirname(kept)):
+        _keep(_file_key(kept, threads, True, gpu), session)
+    _keep(key, session)
     return session
 
 
