@@ -58,6 +58,14 @@ def _file_key(path: str, threads: int, optimised: bool, gpu: "GpuPlacement | Non
     return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, threads, optimised, gpu
 
 
+def _opened(key: tuple | None):
+    """The session this process already opened under `key`, or None."""
+    if key in _OPEN_SESSIONS:
+        _OPEN_SESSIONS.move_to_end(key)
+        return _OPEN_SESSIONS[key]
+    return None
+
+
 def _keep(key: tuple, session) -> None:
     _OPEN_SESSIONS[key] = session
     _OPEN_SESSIONS.move_to_end(key)
@@ -130,9 +138,8 @@ def _load(model: str | bytes, threads: int, profile_prefix: str | None, optimise
     import onnxruntime
 
     key = _file_key(model, threads, optimised, gpu) if isinstance(model, str) and not profile_prefix else None
-    if key in _OPEN_SESSIONS:
-        _OPEN_SESSIONS.move_to_end(key)
-        return _OPEN_SESSIONS[key]
+    if (session := _opened(key)) is not None:
+        return session
     options = session_options(threads, profile_prefix)
     if optimised:
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -149,9 +156,8 @@ def _load_keeping_optimised(path: str, kept: str, threads: int, gpu: GpuPlacemen
     import onnxruntime
 
     key = _file_key(path, threads, False, gpu)
-    if key in _OPEN_SESSIONS:
-        _OPEN_SESSIONS.move_to_end(key)
-        return _OPEN_SESSIONS[key]
+    if (session := _opened(key)) is not None:
+        return session
     staging = _staging_beside(kept)
     if staging is None:
         return None
