@@ -26,7 +26,7 @@ import numpy as np
 
 from predictor.checkpoint import Checkpoint
 from predictor.engines.choice import open_engine
-from predictor.engines.options import EngineOptions, EngineOutOfMemory
+from predictor.engines.options import EngineOptions, in_halves_when_out_of_memory
 from predictor.conversions.export_cache import save_static
 from predictor.pruning import PrunedVocab, prune_rows
 
@@ -220,25 +220,29 @@ class ClassifyRunner:
         self.fp32 = open_engine(fp32_dir, options) if fp32_dir else None
 
     def run(self, batch: dict) -> ClassifiedBatch:
+        return in_halves_when_out_of_memory(self.run_whole, batch, lambda b: len(b["input_ids"]), halves, merged)
+
+    def run_whole(self, batch: dict) -> ClassifiedBatch:
         started = time.perf_counter()
         if batch.get("fp32") and self.fp32:
             engine = self.fp32
         else:
             engine = self.unmasked if self.unmasked and batch.get("unpadded") else self.engine
-        try:
-            (probabilities,) = engine.run(batch)
-        except EngineOutOfMemory:
-            if len(batch["input_ids"]) == 1:
-                raise
-            return self.run_in_halves(batch)
+        (probabilities,) = engine.run(batch)
         return ClassifiedBatch(probabilities, time.perf_counter() - started)
 
-    def run_in_halves(self, batch: dict) -> ClassifiedBatch:
-        half = len(batch["input_ids"]) // 2
-        parts = [self.run({**batch, **{name: value[:half] for name, value in arrays(batch).items()}}),
-                 self.run({**batch, **{name: value[half:] for name, value in arrays(batch).items()}})]
-        return ClassifiedBatch(np.concatenate([p.probabilities for p in parts]), sum(p.engine_s for p in parts),
-                               1 + sum(p.splits for p in parts))
+
+def merged(first: ClassifiedBatch, second: ClassifiedBatch) -> ClassifiedBatch:
+    """Two halves of a batch that was split as one."""
+    return ClassifiedBatch(np.concatenate([first.probabilities, second.probabilities]),
+                           first.engine_s + second.engine_s, 1 + first.splits + second.splits)
+
+
+def halves(batch: dict) -> tuple[dict, dict]:
+    """The batch's first and second half of rows (its flags kept)."""
+    half = len(batch["input_ids"]) // 2
+    return ({**batch, **{name: value[:half] for name, value in arrays(batch).items()}},
+            {**batch, **{name: value[half:] for name, value in arrays(batch).items()}})
 
 
 def arrays(batch: dict) -> dict[str, np.ndarray]:

@@ -66,3 +66,17 @@ class EngineUnavailable(Exception):
 
 class EngineOutOfMemory(Exception):
     """A batch did not fit in the device's memory; a smaller one may."""
+
+
+def in_halves_when_out_of_memory(run, batch, rows, halves, merged):
+    """run(batch); a batch that does not fit in the device's memory is run
+    as its two halves, each the same way, and `merged(first, second)`. For
+    runners whose rows are independent, so the outputs are the same. A
+    single row that does not fit is the error."""
+    try:
+        return run(batch)
+    except EngineOutOfMemory:
+        if rows(batch) == 1:
+            raise
+        first, second = (in_halves_when_out_of_memory(run, part, rows, halves, merged) for part in halves(batch))
+        return merged(first, second)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from predictor.engines.options import EngineOptions, EngineOutOfMemory
+from predictor.engines.options import EngineOptions, in_halves_when_out_of_memory
 from predictor.generate.cached_decoder import cached_decoder
 from predictor.generate.decoding import DecodeSettings, RunnerUpLog, RunnerUps, SpecialIds, chooses_on_engine, decode
 from predictor.pruning import PrunedVocab
@@ -50,20 +50,7 @@ class GenerateRunner:
     def run(self, job: dict) -> DecodedBatch:
         """A job that does not fit in the GPU's memory is decoded in halves:
         rows are independent, so the ids are the same."""
-        try:
-            return self.run_whole(job)
-        except EngineOutOfMemory:
-            if len(job["lengths"]) == 1:
-                raise
-            return self.run_in_halves(job)
-
-    def run_in_halves(self, job: dict) -> DecodedBatch:
-        half = len(job["lengths"]) // 2
-        a, b = (self.run(trimmed(job, rows)) for rows in (slice(None, half), slice(half, None)))
-        return DecodedBatch(a.rows + b.rows, a.steps + b.steps, a.engine_s + b.engine_s, a.total_s + b.total_s,
-                            a.prompt_s + b.prompt_s,
-                            a.runner_ups + b.runner_ups if a.runner_ups is not None else None,
-                            a.chosen_on_device and b.chosen_on_device, 1 + a.splits + b.splits)
+        return in_halves_when_out_of_memory(self.run_whole, job, lambda j: len(j["lengths"]), halves, merged)
 
     def run_whole(self, job: dict) -> DecodedBatch:
         started, engine_before, prompt_before = time.perf_counter(), self.decoder.engine_s, self.decoder.prompt_s
@@ -75,12 +62,23 @@ class GenerateRunner:
                             chooses_on_engine(self.decoder, self.settings.decode, runner_ups))
 
 
-def trimmed(job: dict, rows: slice) -> dict:
-    """Some of a job's rows, left padding cut to their longest source."""
-    lengths = job["lengths"][rows]
-    width = int(lengths.max())
-    return {"input_ids": job["input_ids"][rows, -width:], "token_type_ids": job["token_type_ids"][rows, -width:],
-            "lengths": lengths}
+def halves(job: dict) -> tuple[dict, dict]:
+    """A job's first and second half of rows, each's left padding cut to its longest source."""
+    def trimmed(rows: slice) -> dict:
+        lengths = job["lengths"][rows]
+        width = int(lengths.max())
+        return {"input_ids": job["input_ids"][rows, -width:], "token_type_ids": job["token_type_ids"][rows, -width:],
+                "lengths": lengths}
+
+    half = len(job["lengths"]) // 2
+    return trimmed(slice(None, half)), trimmed(slice(half, None))
+
+
+def merged(a: DecodedBatch, b: DecodedBatch) -> DecodedBatch:
+    """Two halves of a job that was split as one."""
+    return DecodedBatch(a.rows + b.rows, a.steps + b.steps, a.engine_s + b.engine_s, a.total_s + b.total_s,
+                        a.prompt_s + b.prompt_s, a.runner_ups + b.runner_ups if a.runner_ups is not None else None,
+                        a.chosen_on_device and b.chosen_on_device, 1 + a.splits + b.splits)
 
 
 def decoding_report(batches: list[DecodedBatch]) -> dict:
