@@ -32,7 +32,11 @@ the harness's greedy).
 Sides: fp32 (TF32 off), fp16 (model.half(); the LM head's product in fp16,
 its logits cast to fp32 for the overrides and the argmax), and on CUDA the
 same two with the decoding step under torch.compile(mode="reduce-overhead")
-(CUDA graphs; the prompt pass stays eager). Each side runs a cold pass (its
+(CUDA graphs; the prompt pass stays eager). fp32-generate and fp16-generate
+are the standard method's stand-in where PaddleNLP's generate() cannot run:
+transformers' generate() driving the same model (scripts/hf_generate_unimo.py),
+--generate-batch-rows (32, as scripts/standard_method.py) rows at a time in
+input order; they need transformers besides torch. Each side runs a cold pass (its
 first: kernel choice, allocator growth, compilation) and --warm-passes warm
 ones, torch.cuda.synchronize() around each, timed from the prompts' host
 arrays to every row's ids on the host. Writes OUT/torch_generation.json
@@ -69,6 +73,8 @@ TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json", "special_tokens_map.jso
 TIED_COPY = "lm_head.decoder_weight"
 DEFAULT_ROWS = 2000
 GPU_MAX_BATCH_ROWS = 512  # the generate task's default on a GPU (predictor/generate/task.py)
+STANDARD_BATCH_ROWS = 32  # scripts/standard_method.py's batches, which the generate() sides copy
+SIDES = ("fp32", "fp16", "fp32-compile", "fp16-compile", "fp32-generate", "fp16-generate")
 
 
 # ---------------------------------------------------------------- prepare (Paddle's CPU stack)
@@ -131,6 +137,14 @@ class Prompts:
         # A generation job is bounded by rows only (GenerateTask.job_token_budget).
         return length_sorted_batches(self.lengths, sys.maxsize, max_batch_rows)
 
+    def input_order_batches(self, batch_rows: int) -> list:
+        """Batches as the standard method makes them: `batch_rows` rows at a time in input order."""
+        from predictor.batching import Batch
+
+        return [Batch(rows, int(self.lengths[rows].max()))
+                for rows in np.array_split(np.arange(len(self.lengths)),
+                                           range(batch_rows, len(self.lengths), batch_rows))]
+
     def framed(self, rows: np.ndarray, pad_id: int) -> dict[str, np.ndarray]:
         """ids, types, positions [B, S] and the boolean attention mask [B, 1, S, S]
         of rows, left-padded and framed as the harness's prompt program gets them."""
@@ -164,13 +178,12 @@ def special_ids(config: dict):
     return SpecialIds(**{name: int(config[f"{name}_token_id"]) for name in ("unk", "pad", "bos", "eos")})
 
 
-def one_pass(model, prompts: Prompts, batches: list, step_fn, overrides, args, device: str,
+def one_pass(prompts: Prompts, batches: list, decode, pad_id: int, device: str,
              eos: int) -> tuple[float, list[np.ndarray]]:
     """Seconds from the host arrays to every row's ids on the host, and the
-    ids per row (input order, eos and what follows it dropped)."""
+    ids per row (input order, eos and what follows it dropped). `decode`
+    takes one batch framed on the device and gives its ids [B, new tokens]."""
     import torch
-
-    from scripts.gpu_torch_unimo import generate
 
     outputs: list[np.ndarray | None] = [None] * len(prompts.lengths)
     sync(device)
@@ -178,8 +191,8 @@ def one_pass(model, prompts: Prompts, batches: list, step_fn, overrides, args, d
     with torch.inference_mode():
         for batch in batches:
             framed = {name: torch.from_numpy(array).to(device, non_blocking=True)
-                      for name, array in prompts.framed(batch.rows, args.pad_id).items()}
-            ids = generate(model, framed, overrides, args.max_new_tokens, args.min_new_tokens, eos, step_fn).cpu()
+                      for name, array in prompts.framed(batch.rows, pad_id).items()}
+            ids = decode(framed).cpu()
             for row, generated in zip(batch.rows.tolist(), ids.numpy()):
                 ended = np.flatnonzero(generated == eos)
                 outputs[row] = generated[:ended[0]] if len(ended) else generated
@@ -228,7 +241,7 @@ def environment(device: str) -> dict:
 def run(args: argparse.Namespace) -> dict:
     import torch
 
-    from scripts.gpu_torch_unimo import Overrides, decode_one_token
+    from scripts.gpu_torch_unimo import Overrides, decode_one_token, generate
     from submit.detokenize import checkpoint_tokens
 
     device = args.device
@@ -246,26 +259,45 @@ def run(args: argparse.Namespace) -> dict:
         keep = np.arange(min(args.rows, len(prompts.lengths)))
         prompts.row_ids, prompts.lengths = [prompts.row_ids[i] for i in keep], prompts.lengths[keep]
     batches = prompts.batches(args.max_batch_rows)
+    generate_batches = prompts.input_order_batches(args.generate_batch_rows)
     tokens = checkpoint_tokens(os.path.join(args.prepared, TOKENIZER_FOLDER, "vocab.txt"))
     os.makedirs(args.out, exist_ok=True)
     rows = len(prompts.lengths)
     report = {"prepared": os.path.abspath(args.prepared), "rows": rows, "batches": len(batches),
-              "max_batch_rows": args.max_batch_rows, "max_new_tokens": args.max_new_tokens,
+              "max_batch_rows": args.max_batch_rows, "generate_batch_rows": args.generate_batch_rows,
+              "max_new_tokens": args.max_new_tokens,
               "min_new_tokens": args.min_new_tokens, "source_input": config.get("source_input"),
               "source_model": config.get("source_model"), "environment": environment(device), "sides": {}}
+    if any(side.endswith("-generate") for side in args.sides):
+        import transformers
+
+        report["environment"]["transformers"] = transformers.__version__
     width = int(prompts.lengths.max()) + args.max_new_tokens - 1  # the last token chosen is never fed
     for side in args.sides:
-        precision, compile_mode = side.split("-", 1)[0], ("reduce-overhead" if side.endswith("-compile") else None)
-        entry = report["sides"].setdefault(side, {"precision": precision, "compile": compile_mode})
+        precision, loop = side.split("-", 1) if "-" in side else (side, "eager")
+        compile_mode = "reduce-overhead" if loop == "compile" else None
+        entry = report["sides"].setdefault(side, {"precision": precision, "compile": compile_mode,
+                                                  "loop": "transformers generate()" if loop == "generate"
+                                                  else "preallocated cache"})
         print(f"{side}: loading", flush=True)
         model = load_model(args.prepared, config, device, precision)
-        model.setup_cache(max(len(b.rows) for b in batches), width)
-        overrides = Overrides(special, int(config["vocab_size"]), torch.device(device))
         try:
-            step_fn = compiled_step(model, compile_mode) if compile_mode else decode_one_token
+            if loop == "generate":
+                from scripts.hf_generate_unimo import UnimoForGenerate, generate_batch
+
+                wrapped, side_batches = UnimoForGenerate.around(model, special), generate_batches
+                decode = lambda framed: generate_batch(wrapped, framed, special, args.max_new_tokens,  # noqa: E731
+                                                       args.min_new_tokens)
+            else:
+                model.setup_cache(max(len(b.rows) for b in batches), width)
+                overrides, side_batches = Overrides(special, int(config["vocab_size"]), torch.device(device)), batches
+                step_fn = compiled_step(model, compile_mode) if compile_mode else decode_one_token
+                decode = lambda framed: generate(model, framed, overrides, args.max_new_tokens,  # noqa: E731
+                                                 args.min_new_tokens, special.eos, step_fn)
+            entry["batches"] = len(side_batches)
             seconds, outputs = [], None
             for _ in range(1 + args.warm_passes):
-                elapsed, outputs = one_pass(model, prompts, batches, step_fn, overrides, args, device, special.eos)
+                elapsed, outputs = one_pass(prompts, side_batches, decode, args.pad_id, device, special.eos)
                 seconds.append(round(elapsed, 3))
                 print(f"{side}: pass {len(seconds)} {elapsed:.2f} s", flush=True)
         except Exception as err:  # a compile side that fails is reported, not fatal
@@ -364,12 +396,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="default: the prepared folder")
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     parser.add_argument("--sides", default=None,
-                        help="comma-separated: fp32, fp16, fp32-compile, fp16-compile; default all four on cuda, "
-                             "fp32 on cpu")
+                        help="comma-separated: fp32, fp16, fp32-compile, fp16-compile, fp32-generate, "
+                             "fp16-generate; default the first four on cuda, fp32 on cpu")
     parser.add_argument("--rows", type=int, default=0, help="only the first N rows (0: all)")
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--min-new-tokens", type=int, default=32)
     parser.add_argument("--max-batch-rows", type=int, default=GPU_MAX_BATCH_ROWS)
+    parser.add_argument("--generate-batch-rows", type=int, default=STANDARD_BATCH_ROWS,
+                        help="the generate() sides' batches, in input order (the standard method's)")
     parser.add_argument("--warm-passes", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0, help="cpu: torch's threads (0: its default)")
     args = parser.parse_args(argv)
@@ -378,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out = args.out or args.prepared
     args.sides = (args.sides.split(",") if args.sides else
                   ["fp32", "fp16", "fp32-compile", "fp16-compile"] if args.device == "cuda" else ["fp32"])
-    unknown = set(args.sides) - {"fp32", "fp16", "fp32-compile", "fp16-compile"}
+    unknown = set(args.sides) - set(SIDES)
     if unknown:
         parser.error(f"unknown sides {sorted(unknown)}")
     if args.threads:
