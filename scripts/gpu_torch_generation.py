@@ -53,6 +53,7 @@ harness's logit gap where the two part (under 1e-4: an fp32 near-tie).
 from __future__ import annotations
 
 import argparse
+import functools
 import glob
 import json
 import os
@@ -285,15 +286,16 @@ def run(args: argparse.Namespace) -> dict:
             if loop == "generate":
                 from scripts.hf_generate_unimo import UnimoForGenerate, generate_batch
 
-                wrapped, side_batches = UnimoForGenerate.around(model, special), generate_batches
-                decode = lambda framed: generate_batch(wrapped, framed, special, args.max_new_tokens,  # noqa: E731
-                                                       args.min_new_tokens)
+                side_batches = generate_batches
+                decode = functools.partial(generate_batch, UnimoForGenerate.around(model, special), special=special,
+                                           max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens)
             else:
+                side_batches = batches
                 model.setup_cache(max(len(b.rows) for b in batches), width)
-                overrides, side_batches = Overrides(special, int(config["vocab_size"]), torch.device(device)), batches
-                step_fn = compiled_step(model, compile_mode) if compile_mode else decode_one_token
-                decode = lambda framed: generate(model, framed, overrides, args.max_new_tokens,  # noqa: E731
-                                                 args.min_new_tokens, special.eos, step_fn)
+                decode = functools.partial(
+                    generate, model, overrides=Overrides(special, int(config["vocab_size"]), torch.device(device)),
+                    max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens, eos=special.eos,
+                    step_fn=compiled_step(model, compile_mode) if compile_mode else decode_one_token)
             entry["batches"] = len(side_batches)
             seconds, outputs = [], None
             for _ in range(1 + args.warm_passes):
