@@ -64,6 +64,8 @@ import time
 
 import numpy as np
 
+from scripts.standard_method import BATCH_SIZE as STANDARD_BATCH_SIZE
+
 PROMPTS_FILE = "prompts.npz"
 WEIGHTS_FILE = "weights.npz"
 CONFIG_FILE = "config.json"
@@ -74,7 +76,6 @@ TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json", "special_tokens_map.jso
 TIED_COPY = "lm_head.decoder_weight"
 DEFAULT_ROWS = 2000
 GPU_MAX_BATCH_ROWS = 512  # the generate task's default on a GPU (predictor/generate/task.py)
-STANDARD_BATCH_ROWS = 32  # scripts/standard_method.py's batches, which the generate() sides copy
 SIDES = ("fp32", "fp16", "fp32-compile", "fp16-compile", "fp32-generate", "fp16-generate")
 
 
@@ -404,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--min-new-tokens", type=int, default=32)
     parser.add_argument("--max-batch-rows", type=int, default=GPU_MAX_BATCH_ROWS)
-    parser.add_argument("--generate-batch-rows", type=int, default=STANDARD_BATCH_ROWS,
+    parser.add_argument("--generate-batch-rows", type=int, default=STANDARD_BATCH_SIZE,
                         help="the generate() sides' batches, in input order (the standard method's)")
     parser.add_argument("--warm-passes", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0, help="cpu: torch's threads (0: its default)")

@@ -25,6 +25,8 @@ import os
 
 import numpy as np
 
+BATCH_SIZE = 32  # rows a batch, in input order: what a first PaddleNLP script uses
+
 
 def load_classifier(model_dir: str):
     """PaddleNLP's tokenizer and dygraph classifier, on Paddle's current device."""
@@ -37,7 +39,7 @@ def load_classifier(model_dir: str):
 
 
 def classify_loaded(tokenizer, model, texts: list[str], pairs: list[str] | None = None,
-                    max_seq_len: int = 128, batch_size: int = 32) -> np.ndarray:
+                    max_seq_len: int = 128, batch_size: int = BATCH_SIZE) -> np.ndarray:
     """Class probabilities [rows, classes] in input order."""
     import paddle
 
@@ -53,7 +55,7 @@ def classify_loaded(tokenizer, model, texts: list[str], pairs: list[str] | None 
 
 
 def classify_standard(model_dir: str, texts: list[str], pairs: list[str] | None = None,
-                      max_seq_len: int = 128, batch_size: int = 32) -> np.ndarray:
+                      max_seq_len: int = 128, batch_size: int = BATCH_SIZE) -> np.ndarray:
     return classify_loaded(*load_classifier(model_dir), texts, pairs, max_seq_len, batch_size)
 
 
@@ -68,7 +70,7 @@ def load_generator(model_dir: str):
 
 
 def generate_loaded(tokenizer, model, sources: list[str], titles: list[str] | None, decode_settings,
-                    max_seq_len: int = 128, max_title_len: int = 32, batch_size: int = 32) -> list[np.ndarray]:
+                    max_seq_len: int = 128, max_title_len: int = 32, batch_size: int = BATCH_SIZE) -> list[np.ndarray]:
     """Generated ids per source (full vocabulary, eos and padding removed)."""
     import paddle
 
@@ -95,7 +97,8 @@ def generate_loaded(tokenizer, model, sources: list[str], titles: list[str] | No
 
 
 def generate_standard(model_dir: str, sources: list[str], titles: list[str] | None, decode_settings,
-                      max_seq_len: int = 128, max_title_len: int = 32, batch_size: int = 32) -> list[np.ndarray]:
+                      max_seq_len: int = 128, max_title_len: int = 32,
+                      batch_size: int = BATCH_SIZE) -> list[np.ndarray]:
     return generate_loaded(*load_generator(model_dir), sources, titles, decode_settings, max_seq_len,
                            max_title_len, batch_size)
 
@@ -183,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="gpu: dygraph fp32 on the first GPU; exits if this Paddle has no CUDA or sees no GPU")
     parser.add_argument("--no-tf32", action="store_true",
                         help="gpu: matmuls in IEEE fp32, not Paddle's default TF32 tensor cores")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     parser.add_argument("--pair-column", default=None)
     parser.add_argument("--max-seq-len", type=int, default=128)
     parser.add_argument("--max-title-len", type=int, default=32)
