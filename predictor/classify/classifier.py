@@ -240,9 +240,11 @@ def merged(first: ClassifiedBatch, second: ClassifiedBatch) -> ClassifiedBatch:
 
 def halves(batch: dict) -> tuple[dict, dict]:
     """The batch's first and second half of rows (its flags kept)."""
+    def part(rows: slice) -> dict:
+        return {**batch, **{name: value[rows] for name, value in arrays(batch).items()}}
+
     half = len(batch["input_ids"]) // 2
-    return ({**batch, **{name: value[:half] for name, value in arrays(batch).items()}},
-            {**batch, **{name: value[half:] for name, value in arrays(batch).items()}})
+    return part(slice(None, half)), part(slice(half, None))
 
 
 def arrays(batch: dict) -> dict[str, np.ndarray]:
